@@ -1,0 +1,211 @@
+//! The access log: one line per request. Requests hand a small record to a
+//! writer thread over a bounded channel; formatting and I/O happen there, so
+//! the request path never blocks on the log (a full queue drops the line
+//! and counts it).
+
+use crate::config::AccessLogTarget;
+use std::fmt::Write as _;
+use std::io::Write;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime};
+
+/// How one upstream attempt ended, for the log.
+#[derive(Debug, Clone)]
+pub struct AttemptLog {
+    /// The server tried.
+    pub addr: SocketAddr,
+    /// Its status, or the status nginx would log for a failure (502/504).
+    pub status: u16,
+    /// Time from the attempt's start to its end.
+    pub time: Duration,
+}
+
+/// Everything one log line needs.
+#[derive(Debug, Clone)]
+pub struct Record {
+    /// When the request finished.
+    pub at: SystemTime,
+    /// Client address (socket peer).
+    pub client: Option<IpAddr>,
+    /// Request method.
+    pub method: http::Method,
+    /// Request target as received.
+    pub uri: http::Uri,
+    /// Status sent to the client (0: none could be sent).
+    pub status: u16,
+    /// Pool that served it, if routed.
+    pub pool: Option<Arc<str>>,
+    /// Upstream attempts in order.
+    pub attempts: Vec<AttemptLog>,
+    /// Total time.
+    pub total: Duration,
+    /// The request id.
+    pub request_id: String,
+}
+
+/// Handle to the access log writer. The writer thread starts on first use,
+/// because Pingora may fork to daemonize after the handle is built.
+#[derive(Clone)]
+pub struct AccessLog {
+    target: AccessLogTarget,
+    tx: Arc<OnceLock<Option<SyncSender<Record>>>>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl AccessLog {
+    /// A log for `target` (`Off`: records are never built).
+    pub fn new(target: &AccessLogTarget) -> AccessLog {
+        AccessLog {
+            target: target.clone(),
+            tx: Arc::new(OnceLock::new()),
+            dropped: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Checks that the target can be opened (at startup, to fail early).
+    pub fn check(&self) -> std::io::Result<()> {
+        if let AccessLogTarget::File(p) = &self.target {
+            open(p)?;
+        }
+        Ok(())
+    }
+
+    /// Whether records are wanted at all (skip building them when off).
+    pub fn enabled(&self) -> bool {
+        self.target != AccessLogTarget::Off
+    }
+
+    /// Queues a record; never blocks.
+    pub fn log(&self, r: Record) {
+        let tx = self.tx.get_or_init(|| self.spawn_writer());
+        if let Some(tx) = tx {
+            if let Err(TrySendError::Full(_)) = tx.try_send(r) {
+                self.dropped.fetch_add(1, Relaxed);
+            }
+        }
+    }
+
+    fn spawn_writer(&self) -> Option<SyncSender<Record>> {
+        let out: Box<dyn Write + Send> = match &self.target {
+            AccessLogTarget::Off => return None,
+            AccessLogTarget::Stdout => Box::new(std::io::stdout()),
+            AccessLogTarget::File(p) => match open(p) {
+                Ok(f) => Box::new(f),
+                Err(e) => {
+                    log::error!("access log {}: {e}; access logging disabled", p.display());
+                    return None;
+                }
+            },
+        };
+        let (tx, rx) = sync_channel(16 * 1024);
+        std::thread::Builder::new()
+            .name("access-log".into())
+            .spawn(move || write_loop(rx, out))
+            .map_err(|e| log::error!("cannot start the access log writer: {e}"))
+            .ok()?;
+        Some(tx)
+    }
+
+    /// Lines dropped because the writer fell behind.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Relaxed)
+    }
+}
+
+fn open(p: &std::path::Path) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new().create(true).append(true).open(p)
+}
+
+fn write_loop(rx: Receiver<Record>, out: Box<dyn Write + Send>) {
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, out);
+    let mut line = String::with_capacity(256);
+    while let Ok(first) = rx.recv() {
+        let mut next = Some(first);
+        // Write everything queued, then flush once.
+        while let Some(r) = next {
+            line.clear();
+            format_line(&r, &mut line);
+            let _ = out.write_all(line.as_bytes());
+            next = rx.try_recv().ok();
+        }
+        let _ = out.flush();
+    }
+}
+
+/// The default line:
+/// `client [time] "METHOD uri" status pool=P upstream=a:1, b:2 upstream_status=502, 200 upstream_time=0.001, 0.002 total=0.004 id=...`
+pub fn format_line(r: &Record, line: &mut String) {
+    let client = r.client.map_or("-".to_string(), |c| c.to_string());
+    let ts = r
+        .at
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    let _ = write!(
+        line,
+        "{client} [{}.{:03}] \"{} {}\" {} pool={}",
+        ts.as_secs(),
+        ts.subsec_millis(),
+        r.method,
+        r.uri,
+        r.status,
+        r.pool.as_deref().unwrap_or("-"),
+    );
+    if r.attempts.is_empty() {
+        line.push_str(" upstream=- upstream_status=- upstream_time=-");
+    } else {
+        line.push_str(" upstream=");
+        join(line, &r.attempts, |l, a| {
+            let _ = write!(l, "{}", a.addr);
+        });
+        line.push_str(" upstream_status=");
+        join(line, &r.attempts, |l, a| {
+            let _ = write!(l, "{}", a.status);
+        });
+        line.push_str(" upstream_time=");
+        join(line, &r.attempts, |l, a| {
+            let _ = write!(l, "{:.3}", a.time.as_secs_f64());
+        });
+    }
+    let _ = writeln!(line, " total={:.3} id={}", r.total.as_secs_f64(), r.request_id);
+}
+
+fn join(line: &mut String, items: &[AttemptLog], f: impl Fn(&mut String, &AttemptLog)) {
+    for (i, a) in items.iter().enumerate() {
+        if i > 0 {
+            line.push_str(", ");
+        }
+        f(line, a);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lists_every_attempt_nginx_style() {
+        let r = Record {
+            at: SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
+            client: Some("10.0.0.9".parse().unwrap()),
+            method: http::Method::GET,
+            uri: "/api/users/7?x=1".parse().unwrap(),
+            status: 200,
+            pool: Some("user_service".into()),
+            attempts: vec![
+                AttemptLog { addr: "10.0.0.2:3001".parse().unwrap(), status: 502, time: Duration::from_millis(1) },
+                AttemptLog { addr: "10.0.0.1:3011".parse().unwrap(), status: 200, time: Duration::from_millis(2) },
+            ],
+            total: Duration::from_millis(4),
+            request_id: "abc".into(),
+        };
+        let mut line = String::new();
+        format_line(&r, &mut line);
+        assert_eq!(
+            line,
+            "10.0.0.9 [1700000000.123] \"GET /api/users/7?x=1\" 200 pool=user_service upstream=10.0.0.2:3001, 10.0.0.1:3011 upstream_status=502, 200 upstream_time=0.001, 0.002 total=0.004 id=abc\n"
+        );
+    }
+}

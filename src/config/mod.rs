@@ -1,0 +1,233 @@
+//! Configuration: the model the rest of fulcrum uses, loaded from one YAML file
+//! that also carries Pingora's own server keys.
+//!
+//! - `file.rs`: the file format (serde, rejects unknown keys)
+//! - `env.rs`: `${VAR}` expansion
+//! - `duration.rs`, `cidr.rs`: value syntaxes
+//! - `validate.rs`: file format -> model, collecting every error with its field path
+
+mod cidr;
+mod duration;
+mod env;
+mod file;
+mod validate;
+
+pub use cidr::Cidr;
+pub use duration::parse_duration;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Everything fulcrum reads from its config file besides Pingora's keys.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Addresses to listen on.
+    pub listen: Vec<SocketAddr>,
+    /// Path answered by fulcrum itself with 200 `ok`.
+    pub health_path: String,
+    /// The status pages.
+    pub status: StatusConfig,
+    /// Where the access log goes.
+    pub access_log: AccessLogTarget,
+    /// Upstream pools, in file order.
+    pub pools: Vec<PoolConfig>,
+    /// Prefix routes, in file order.
+    pub routes: Vec<RouteConfig>,
+}
+
+/// `status:`: stub_status page and its siblings.
+#[derive(Debug, Clone)]
+pub struct StatusConfig {
+    /// Base path (`/nginx-status`); `/json` etc. live below it.
+    pub path: String,
+    /// Peers allowed to read it; everyone else gets 403.
+    pub allow: Vec<Cidr>,
+    /// Bearer token for write endpoints; `None` disables them.
+    pub admin_token: Option<String>,
+}
+
+/// `access_log:`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessLogTarget {
+    /// Standard output.
+    Stdout,
+    /// No access log.
+    Off,
+    /// Appended to a file.
+    File(PathBuf),
+}
+
+/// How a pool chooses among its usable servers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Selection {
+    /// Lowest in-flight/weight, ties by smooth weighted round-robin.
+    LeastConn,
+    /// Pingora's weighted round-robin.
+    RoundRobin,
+    /// Pingora's weighted random.
+    Random,
+}
+
+/// One upstream pool.
+#[derive(Debug, Clone)]
+pub struct PoolConfig {
+    /// Pool name, as used in `routes[].pool`.
+    pub name: String,
+    /// Selection algorithm.
+    pub selection: Selection,
+    /// Timeout to establish a connection to a server.
+    pub connect_timeout: Duration,
+    /// Timeout between two reads from a server.
+    pub read_timeout: Duration,
+    /// Timeout between two writes to a server.
+    pub write_timeout: Duration,
+    /// Retry policy.
+    pub retry: RetryConfig,
+    /// Active health check, if any.
+    pub health_check: Option<HealthCheckConfig>,
+    /// Servers, in file order.
+    pub servers: Vec<ServerConfig>,
+}
+
+/// One server of a pool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// The address as written (after `${VAR}` expansion), for display.
+    pub name: String,
+    /// The resolved address.
+    pub addr: SocketAddr,
+    /// Relative weight, at least 1.
+    pub weight: u32,
+    /// Failures within `fail_timeout` that make the server unusable; 0 disables.
+    pub max_fails: u32,
+    /// Window for counting failures and time the server stays unusable.
+    pub fail_timeout: Duration,
+    /// Maximum concurrent requests; 0 = unlimited.
+    pub max_conns: u32,
+    /// Used only when no primary server is usable.
+    pub backup: bool,
+    /// Never used.
+    pub down: bool,
+}
+
+/// Which outcomes count as a failure that may be retried (nginx `proxy_next_upstream`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RetryOn {
+    /// Connection errors and invalid responses.
+    pub error: bool,
+    /// Timeouts.
+    pub timeout: bool,
+    /// Statuses 500, 502, 503, 504, 429.
+    pub http_500: bool,
+    pub http_502: bool,
+    pub http_503: bool,
+    pub http_504: bool,
+    pub http_429: bool,
+}
+
+impl RetryOn {
+    /// Whether a response with `status` is a failure under this policy.
+    pub fn status_is_failure(&self, status: u16) -> bool {
+        match status {
+            500 => self.http_500,
+            502 => self.http_502,
+            503 => self.http_503,
+            504 => self.http_504,
+            429 => self.http_429,
+            _ => false,
+        }
+    }
+}
+
+/// `retry:` of a pool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryConfig {
+    /// Total attempts; 0 = every usable server once.
+    pub tries: u32,
+    /// Overall limit for all attempts; `None` = no limit.
+    pub timeout: Option<Duration>,
+    /// Which failures are retried and counted.
+    pub on: RetryOn,
+    /// Retry POST/PATCH/LOCK after they were sent.
+    pub non_idempotent: bool,
+}
+
+/// Kind of active health check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckKind {
+    /// `GET path`, status must be in `expect_status`.
+    Http {
+        /// Request path.
+        path: String,
+        /// Inclusive status ranges.
+        expect_status: Vec<(u16, u16)>,
+    },
+    /// A TCP connect.
+    Tcp,
+}
+
+/// `health_check:` of a pool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheckConfig {
+    /// What a check does.
+    pub kind: CheckKind,
+    /// Time between checks.
+    pub interval: Duration,
+    /// Limit for one check.
+    pub timeout: Duration,
+    /// Consecutive successes that bring a server back.
+    pub rise: u32,
+    /// Consecutive failures that take a server out.
+    pub fall: u32,
+}
+
+/// One entry of `routes:`.
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    /// Path prefix, starting with `/`.
+    pub prefix: String,
+    /// Index into `Config::pools`.
+    pub pool: usize,
+    /// Remove the prefix before forwarding.
+    pub strip_prefix: bool,
+}
+
+/// Every problem found in a config file; each line names its field path.
+#[derive(Debug, Clone)]
+pub struct ConfigErrors(pub Vec<String>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// A loaded file: our model plus Pingora's settings from the same document.
+pub struct Loaded {
+    /// fulcrum's settings.
+    pub config: Config,
+    /// Pingora's settings.
+    pub server: pingora::server::configuration::ServerConf,
+}
+
+/// Reads, expands and validates `path` against the process environment.
+pub fn load(path: &Path) -> Result<Loaded, ConfigErrors> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigErrors(vec![format!("{}: cannot read: {e}", path.display())]))?;
+    from_str(&text, &|name| std::env::var(name).ok())
+}
+
+/// Parses a config document, looking variables up with `lookup`.
+pub fn from_str(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Loaded, ConfigErrors> {
+    validate::validate_document(text, lookup)
+}

@@ -1,0 +1,23 @@
+//! fulcrum: a per-machine HTTP load balancer on Pingora.
+//!
+//! - `config`: the YAML model and its validation
+//! - `router`: longest-prefix routing on the normalized path
+//! - `pool`: servers, least_conn selection, passive health
+//! - `health_check`: active checks in the background
+//! - `proxy`: the Pingora `ProxyHttp` phases
+//! - `status`: /health, stub_status, JSON
+//! - `access_log`: one line per request, written off the request path
+//! - `runtime`: the swappable running configuration
+//! - `service`: assembling and running the Pingora server
+
+pub mod access_log;
+pub mod cli;
+pub mod config;
+pub mod health_check;
+pub mod local_response;
+pub mod pool;
+pub mod proxy;
+pub mod router;
+pub mod runtime;
+pub mod service;
+pub mod status;

@@ -1,0 +1,175 @@
+//! A pool: its servers' shared state, a Pingora `LoadBalancer` for selection,
+//! and the pool-wide policy (timeouts, retries, health checks).
+
+mod least_conn;
+mod server;
+
+pub use least_conn::LeastConn;
+pub use server::{now_ms, ActiveReport, InFlight, Server, Usability};
+
+use crate::config::{PoolConfig, Selection};
+use pingora_load_balancing::discovery::Static;
+use pingora_load_balancing::selection::{BackendIter, BackendSelection, Random, RoundRobin};
+use pingora_load_balancing::{Backend, Backends, LoadBalancer};
+use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+
+/// The selection algorithm, wrapped around Pingora's `LoadBalancer`.
+enum Selector {
+    LeastConn(LoadBalancer<LeastConn>),
+    RoundRobin(LoadBalancer<RoundRobin>),
+    Random(LoadBalancer<Random>),
+}
+
+/// An upstream pool.
+pub struct Pool {
+    name: Arc<str>,
+    /// Settings from the config.
+    pub config: PoolConfig,
+    /// Servers in config order, shared with in-flight requests.
+    pub servers: Vec<Arc<Server>>,
+    selector: Selector,
+}
+
+/// Shared server state by (pool, address), carried across reloads.
+pub type ServerRegistry = HashMap<(String, SocketAddr), Arc<Server>>;
+
+impl Pool {
+    /// Builds a pool, reusing the state of servers already in `previous`
+    /// (same pool name and address), so counts and health survive a reload.
+    pub fn new(config: PoolConfig, previous: &ServerRegistry) -> Pool {
+        let servers: Vec<Arc<Server>> = config
+            .servers
+            .iter()
+            .map(|sc| match previous.get(&(config.name.clone(), sc.addr)) {
+                Some(s) => {
+                    s.apply(sc);
+                    Arc::clone(s)
+                }
+                None => Server::new(sc),
+            })
+            .collect();
+        let set: BTreeSet<Backend> = servers
+            .iter()
+            .map(|s| {
+                let mut b = Backend::new_with_weight(&s.addr.to_string(), s.weight() as usize)
+                    .expect("a SocketAddr always parses");
+                b.ext.insert(Arc::clone(s));
+                b
+            })
+            .collect();
+        let selector = match config.selection {
+            Selection::LeastConn => Selector::LeastConn(load_balancer(set)),
+            Selection::RoundRobin => Selector::RoundRobin(load_balancer(set)),
+            Selection::Random => Selector::Random(load_balancer(set)),
+        };
+        Pool {
+            name: config.name.as_str().into(),
+            config,
+            servers,
+            selector,
+        }
+    }
+
+    /// Pool name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Pool name, shared (for log records).
+    pub fn name_arc(&self) -> Arc<str> {
+        Arc::clone(&self.name)
+    }
+
+    /// True when no server is usable only because all are at `max_conns`.
+    pub fn all_busy(&self) -> bool {
+        self.servers.iter().any(|s| {
+            s.max_conns() > 0
+                && s.in_flight() >= s.max_conns() as usize
+                && !s.is_down()
+                && !s.is_drained()
+                && s.active_healthy()
+        })
+    }
+
+    /// Whether passive failures may mark servers (nginx: never in a one-server pool).
+    pub fn passive_enabled(&self) -> bool {
+        self.servers.len() > 1
+    }
+
+    /// Picks a usable server not in `tried` and starts an attempt on it.
+    /// Backups are offered only when no primary is usable.
+    pub fn select(&self, tried: &[SocketAddr]) -> Option<InFlight> {
+        // A probe may be lost to a concurrent request; then look again.
+        for _ in 0..self.servers.len() + 1 {
+            let now = now_ms();
+            let accept = |b: &Backend, backups: bool| {
+                let s = server_of(b);
+                s.is_backup() == backups
+                    && !tried.contains(&s.addr)
+                    && s.usability(now) != Usability::Unusable
+            };
+            let max = self.servers.len() * 4 + 4;
+            let chosen = match &self.selector {
+                // The least_conn iterator already orders primaries before backups.
+                Selector::LeastConn(lb) => lb.select_with(b"", max, |b, _| {
+                    accept(b, false) || accept(b, true)
+                }),
+                Selector::RoundRobin(lb) => lb
+                    .select_with(b"", max, |b, _| accept(b, false))
+                    .or_else(|| lb.select_with(b"", max, |b, _| accept(b, true))),
+                Selector::Random(lb) => lb
+                    .select_with(b"", max, |b, _| accept(b, false))
+                    .or_else(|| lb.select_with(b"", max, |b, _| accept(b, true))),
+            }?;
+            if let Some(attempt) = server_of(&chosen).begin(now) {
+                return Some(attempt);
+            }
+        }
+        None
+    }
+
+    /// How many servers could take a request now (for `tries: 0`).
+    pub fn usable_count(&self) -> usize {
+        let now = now_ms();
+        self.servers
+            .iter()
+            .filter(|s| s.usability(now) != Usability::Unusable)
+            .count()
+    }
+
+    /// Whether any server not in `tried` could take a request now.
+    pub fn has_untried(&self, tried: &[SocketAddr]) -> bool {
+        let now = now_ms();
+        self.servers
+            .iter()
+            .any(|s| !tried.contains(&s.addr) && s.usability(now) != Usability::Unusable)
+    }
+}
+
+fn server_of(b: &Backend) -> &Arc<Server> {
+    b.ext
+        .get::<Arc<Server>>()
+        .expect("every backend of a pool carries its Server")
+}
+
+fn load_balancer<S>(set: BTreeSet<Backend>) -> LoadBalancer<S>
+where
+    S: BackendSelection + 'static,
+    S::Iter: BackendIter,
+{
+    let lb = LoadBalancer::from_backends(Backends::new(Static::new(set)));
+    // Static discovery completes without waiting; drive it to completion here
+    // so the pool is ready before it is published.
+    {
+        let mut fut = std::pin::pin!(lb.update());
+        match fut.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(r) => r.expect("static discovery cannot fail"),
+            Poll::Pending => unreachable!("static discovery does not wait"),
+        }
+    }
+    lb
+}

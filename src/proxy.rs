@@ -1,0 +1,485 @@
+//! The `ProxyHttp` implementation: one small method per Pingora phase.
+//!
+//! request_filter   answers /health and the status pages, routes, 404/400
+//! upstream_peer    picks the next server (least_conn etc.), or 502/503
+//! upstream_request_filter  forwarded headers, rewritten path
+//! upstream_response_filter status-based failures and retries
+//! response_filter  X-Request-Id, Connection: close while shutting down
+//! fail_to_connect / error_while_proxy  failure accounting, retry decision
+//! fail_to_proxy    the final error response naming the pool
+//! logging          settles the attempt, writes the access log record
+
+use crate::access_log::{AccessLog, AttemptLog, Record};
+use crate::local_response::{respond, respond_text};
+use crate::pool::{InFlight, Pool};
+use crate::router::BadPath;
+use crate::runtime::{Runtime, SharedRuntime};
+use crate::status::{self, Counters, RequestGuard};
+use async_trait::async_trait;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::*;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::{ErrorSource, ErrorType};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
+
+/// Marks the error we raise to retry on a status listed in `retry.on`.
+const STATUS_RETRY: &str = "upstream status listed in retry.on";
+
+/// The proxy: shared, read-mostly state only.
+pub struct Fulcrum {
+    runtime: SharedRuntime,
+    counters: Arc<Counters>,
+    access_log: AccessLog,
+}
+
+impl Fulcrum {
+    /// A proxy over the given runtime (which a reload may swap).
+    pub fn new(runtime: SharedRuntime, counters: Arc<Counters>, access_log: AccessLog) -> Self {
+        Fulcrum {
+            runtime,
+            counters,
+            access_log,
+        }
+    }
+}
+
+/// How an attempt failed, for the retry policy and the final status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failure {
+    /// Connect error or invalid/closed response.
+    Error,
+    /// Connect, read or write timeout.
+    Timeout,
+    /// A status listed in `retry.on`.
+    Status,
+}
+
+/// Per-request state.
+pub struct RequestCtx {
+    start: Instant,
+    _request: Option<RequestGuard>,
+    pool: Option<Arc<Pool>>,
+    /// Set when the path was normalized or stripped.
+    upstream_uri: Option<http::Uri>,
+    request_id: String,
+    attempts: Vec<AttemptLog>,
+    tried: Vec<SocketAddr>,
+    current: Option<InFlight>,
+    attempt_start: Instant,
+    last_failure: Option<Failure>,
+    deadline: Option<Instant>,
+    /// Status of a response fulcrum wrote itself.
+    local_status: Option<u16>,
+}
+
+impl RequestCtx {
+    /// Ends the current attempt as failed and records it for the log.
+    fn fail_attempt(&mut self, failure: Failure, passive: bool) {
+        if let Some(mut attempt) = self.current.take() {
+            attempt.fail(passive);
+            let status = if failure == Failure::Timeout { 504 } else { 502 };
+            self.end_attempt_log(status);
+        }
+        self.last_failure = Some(failure);
+    }
+
+    fn end_attempt_log(&mut self, status: u16) {
+        if let Some(a) = self.attempts.last_mut() {
+            if a.status == 0 {
+                a.status = status;
+                a.time = self.attempt_start.elapsed();
+            }
+        }
+    }
+
+    /// Whether another attempt is allowed by `tries`, `timeout` and the pool.
+    fn may_try_again(&self, pool: &Pool) -> bool {
+        let limit = match pool.config.retry.tries {
+            0 => pool.servers.len(),
+            n => n as usize,
+        };
+        self.tried.len() < limit
+            && self.deadline.is_none_or(|d| Instant::now() < d)
+            && pool.has_untried(&self.tried)
+    }
+}
+
+fn client_ip(session: &Session) -> Option<IpAddr> {
+    session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip())
+}
+
+/// A client-sent request id is kept only if short and of safe characters.
+fn acceptable_request_id(v: &[u8]) -> bool {
+    !v.is_empty()
+        && v.len() <= 128
+        && v.iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}
+
+/// A process-unique id: a per-process random prefix and a counter.
+fn new_request_id() -> String {
+    static SEED: OnceLock<u64> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let seed = *SEED.get_or_init(|| {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(std::process::id());
+        h.finish()
+    });
+    format!("{:016x}{:08x}", seed, COUNTER.fetch_add(1, Relaxed) as u32)
+}
+
+#[async_trait]
+impl ProxyHttp for Fulcrum {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        let now = Instant::now();
+        RequestCtx {
+            start: now,
+            _request: None,
+            pool: None,
+            upstream_uri: None,
+            request_id: String::new(),
+            attempts: Vec::new(),
+            tried: Vec::new(),
+            current: None,
+            attempt_start: now,
+            last_failure: None,
+            deadline: None,
+            local_status: None,
+        }
+    }
+
+    async fn early_request_filter(&self, _session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
+        ctx._request = Some(self.counters.request_started());
+        Ok(())
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let rt = self.runtime.load();
+        let path = session.req_header().uri.path();
+        if path == rt.config.health_path {
+            ctx.local_status = Some(200);
+            respond(session, 200, "text/plain", "ok\n", &[]).await?;
+            return Ok(true);
+        }
+        if status::is_status_path(&rt, path) {
+            let peer = client_ip(session);
+            ctx.local_status = Some(status::handle(session, &rt, &self.counters, peer).await?);
+            return Ok(true);
+        }
+        ctx.request_id = match session.req_header().headers.get("x-request-id") {
+            Some(v) if acceptable_request_id(v.as_bytes()) => {
+                String::from_utf8_lossy(v.as_bytes()).into_owned()
+            }
+            _ => new_request_id(),
+        };
+        self.route(session, ctx, &rt).await
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+        let pool = ctx.pool.clone().expect("request_filter routed this request");
+        if let Some(stale) = ctx.current.take() {
+            // An attempt ended without a verdict; it cannot be reused.
+            drop(stale);
+        }
+        let Some(attempt) = pool.select(&ctx.tried) else {
+            return Err(self.no_server_error(&pool, ctx));
+        };
+        let addr = attempt.server().addr;
+        ctx.tried.push(addr);
+        ctx.attempts.push(AttemptLog {
+            addr,
+            status: 0,
+            time: Duration::ZERO,
+        });
+        ctx.current = Some(attempt);
+        ctx.attempt_start = Instant::now();
+        let cfg = &pool.config;
+        let mut peer = HttpPeer::new(addr, false, String::new());
+        peer.options.connection_timeout = Some(cfg.connect_timeout);
+        peer.options.read_timeout = Some(cfg.read_timeout);
+        peer.options.write_timeout = Some(cfg.write_timeout);
+        peer.options.idle_timeout = Some(Duration::from_secs(60));
+        Ok(Box::new(peer))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        req: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(uri) = &ctx.upstream_uri {
+            req.set_uri(uri.clone());
+        }
+        if let Some(ip) = client_ip(session) {
+            let ip = ip.to_string();
+            let xff = match req.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+                Some(prev) if !prev.is_empty() => format!("{prev}, {ip}"),
+                _ => ip.clone(),
+            };
+            req.insert_header("X-Forwarded-For", xff)?;
+            req.insert_header("X-Real-IP", ip)?;
+        }
+        req.insert_header("X-Forwarded-Proto", "http")?;
+        req.insert_header("X-Request-Id", ctx.request_id.as_str())?;
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let status = resp.status.as_u16();
+        ctx.end_attempt_log(status);
+        let Some(pool) = ctx.pool.clone() else {
+            return Ok(());
+        };
+        if !pool.config.retry.on.status_is_failure(status) {
+            return Ok(());
+        }
+        if let Some(attempt) = ctx.current.as_mut() {
+            attempt.fail(pool.passive_enabled());
+        }
+        ctx.last_failure = Some(Failure::Status);
+        if self.may_resend(session, ctx, &pool) {
+            ctx.current = None;
+            let mut e = Error::explain(ErrorType::Custom(STATUS_RETRY), format!("status {status}"));
+            e.set_retry(true);
+            return Err(e);
+        }
+        // Out of attempts: pass the last response through, as nginx does.
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        resp.insert_header("X-Request-Id", ctx.request_id.as_str())?;
+        if session.is_process_shutting_down() {
+            // Old process after an upgrade: move keepalive clients to the new one.
+            session.set_keepalive(None);
+        }
+        Ok(())
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        let failure = match e.etype() {
+            ErrorType::ConnectTimedout => Failure::Timeout,
+            _ => Failure::Error,
+        };
+        let pool = ctx.pool.clone().expect("routed");
+        ctx.fail_attempt(failure, pool.passive_enabled());
+        // Nothing was sent: another server may always be tried.
+        e.set_retry(ctx.may_try_again(&pool));
+        e
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut RequestCtx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("peer: {peer}"));
+        let Some(pool) = ctx.pool.clone() else {
+            e.set_retry(false);
+            return e;
+        };
+        if matches!(e.etype(), ErrorType::Custom(s) if *s == STATUS_RETRY) {
+            return e; // decided in upstream_response_filter
+        }
+        if e.esource() != &ErrorSource::Upstream {
+            // The client went away or broke the request: not the server's fault.
+            e.set_retry(false);
+            return e;
+        }
+        let failure = match e.etype() {
+            ErrorType::ReadTimedout | ErrorType::WriteTimedout | ErrorType::ConnectTimedout => {
+                Failure::Timeout
+            }
+            _ => Failure::Error,
+        };
+        // A pooled keepalive connection that the server had already closed
+        // is a benign race, not a sign of a failing server.
+        let stale_reuse = client_reused && e.retry == pingora::RetryType::ReusedOnly;
+        ctx.fail_attempt(failure, pool.passive_enabled() && !stale_reuse);
+        let listed = match failure {
+            Failure::Timeout => pool.config.retry.on.timeout,
+            _ => pool.config.retry.on.error,
+        };
+        let retry = (listed || stale_reuse) && self.may_resend(session, ctx, &pool);
+        e.set_retry(retry);
+        e
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
+        let code = match (e.etype(), e.esource()) {
+            (ErrorType::HTTPStatus(code), _) => *code,
+            (_, ErrorSource::Upstream) if ctx.last_failure == Some(Failure::Timeout) => 504,
+            (_, ErrorSource::Upstream) => 502,
+            (ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed, ErrorSource::Downstream) => 0,
+            (_, ErrorSource::Downstream) => 400,
+            _ => 500,
+        };
+        if code > 0 && session.response_written().is_none() {
+            let text = match (&ctx.pool, code) {
+                (Some(p), 502) if ctx.attempts.is_empty() => {
+                    format!("502 Bad Gateway: no live upstreams in pool {}", p.name())
+                }
+                (Some(p), 502) => format!("502 Bad Gateway: upstream error in pool {}", p.name()),
+                (Some(p), 503) => format!(
+                    "503 Service Unavailable: every server of pool {} is at max_conns",
+                    p.name()
+                ),
+                (Some(p), 504) => format!("504 Gateway Timeout: upstream timed out in pool {}", p.name()),
+                (_, 400) => "400 Bad Request".to_string(),
+                _ => format!("{code} error"),
+            };
+            let _ = respond(
+                session,
+                code,
+                "text/plain; charset=utf-8",
+                format!("{text}\n"),
+                &[("X-Request-Id", ctx.request_id.as_str())],
+            )
+            .await;
+        }
+        ctx.local_status = Some(code);
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        if let Some(mut attempt) = ctx.current.take() {
+            match e {
+                None => attempt.succeed(),
+                Some(err) if err.esource() == &ErrorSource::Upstream => {
+                    let passive = ctx.pool.as_ref().is_some_and(|p| p.passive_enabled());
+                    attempt.fail(passive);
+                }
+                // Client abort: no verdict on the server; the guard releases it.
+                Some(_) => {}
+            }
+        }
+        if !self.access_log.enabled() {
+            return;
+        }
+        let req = session.req_header();
+        let status = session
+            .response_written()
+            .map(|r| r.status.as_u16())
+            .or(ctx.local_status)
+            .unwrap_or(0);
+        self.access_log.log(Record {
+            at: SystemTime::now(),
+            client: client_ip(session),
+            method: req.method.clone(),
+            uri: req.uri.clone(),
+            status,
+            pool: ctx.pool.as_ref().map(|p| p.name_arc()),
+            attempts: std::mem::take(&mut ctx.attempts),
+            total: ctx.start.elapsed(),
+            request_id: std::mem::take(&mut ctx.request_id),
+        });
+    }
+}
+
+impl Fulcrum {
+    /// Routes the request or answers 404/400. Returns `Ok(true)` if answered.
+    async fn route(&self, session: &mut Session, ctx: &mut RequestCtx, rt: &Runtime) -> Result<bool> {
+        let uri = &session.req_header().uri;
+        let matched = match rt.router.route(uri.path()) {
+            Ok(Some(m)) => m,
+            Ok(None) => {
+                ctx.local_status = Some(404);
+                respond_text(session, 404, "404 Not Found: no route for this path").await?;
+                return Ok(true);
+            }
+            Err(BadPath::ClimbsOut) => {
+                ctx.local_status = Some(400);
+                respond_text(session, 400, "400 Bad Request: path leaves its route prefix").await?;
+                return Ok(true);
+            }
+            Err(BadPath::Malformed) => {
+                ctx.local_status = Some(400);
+                respond_text(session, 400, "400 Bad Request: malformed path").await?;
+                return Ok(true);
+            }
+        };
+        if matched.upstream_path != uri.path() {
+            let pq = match uri.query() {
+                Some(q) => format!("{}?{q}", matched.upstream_path),
+                None => matched.upstream_path.to_string(),
+            };
+            ctx.upstream_uri = Some(pq.parse().map_err(|_| {
+                Error::explain(ErrorType::HTTPStatus(400), "rewritten path is not a valid URI")
+            })?);
+        }
+        let pool = Arc::clone(&rt.pools[matched.route.pool]);
+        ctx.deadline = pool.config.retry.timeout.map(|t| ctx.start + t);
+        ctx.pool = Some(pool);
+        // Keep up to 64 KiB of the request body so a retry can replay it.
+        session.as_mut().enable_retry_buffering();
+        Ok(false)
+    }
+
+    /// Whether a request that reached a server may be sent to another one.
+    fn may_resend(&self, session: &Session, ctx: &RequestCtx, pool: &Pool) -> bool {
+        if session.response_written().is_some() {
+            return false; // bytes went to the client
+        }
+        let method_ok = session.req_header().method.is_idempotent() || pool.config.retry.non_idempotent;
+        if !method_ok {
+            return false;
+        }
+        if session.as_ref().retry_buffer_truncated() {
+            log::warn!(
+                "not retrying {} {} in pool {}: request body larger than the 64 KiB retry buffer",
+                session.req_header().method,
+                session.req_header().uri,
+                pool.name()
+            );
+            return false;
+        }
+        ctx.may_try_again(pool)
+    }
+
+    /// The error for "no server can take this request".
+    fn no_server_error(&self, pool: &Pool, ctx: &mut RequestCtx) -> Box<Error> {
+        if !ctx.attempts.is_empty() {
+            // Retries ran out of servers: report the last failure.
+            let mut e = Error::explain(ErrorType::ConnectError, format!("no more servers to try in pool {}", pool.name()));
+            e.esource = ErrorSource::Upstream;
+            return e;
+        }
+        if pool.all_busy() {
+            return Error::explain(ErrorType::HTTPStatus(503), format!("every server of pool {} is at max_conns", pool.name()));
+        }
+        log::warn!("no live upstreams in pool {}", pool.name());
+        Error::explain(ErrorType::HTTPStatus(502), format!("no live upstreams in pool {}", pool.name()))
+    }
+}

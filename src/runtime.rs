@@ -1,0 +1,70 @@
+//! The running configuration: routes and pools built from a validated
+//! [`Config`], published through an `ArcSwap` so a reload replaces it
+//! atomically and requests never take a lock to read it.
+
+use crate::config::Config;
+use crate::pool::{Pool, ServerRegistry};
+use crate::router::{Route, Router};
+use arc_swap::ArcSwap;
+use std::sync::Arc;
+
+/// One generation of routes and pools.
+pub struct Runtime {
+    /// The config it was built from.
+    pub config: Config,
+    /// Prefix routes.
+    pub router: Router,
+    /// Pools, indexed like `config.pools`.
+    pub pools: Vec<Arc<Pool>>,
+    /// 1 for the first config, +1 per successful reload.
+    pub generation: u64,
+}
+
+/// The current [`Runtime`], shared by the proxy, status pages and health checks.
+pub type SharedRuntime = Arc<ArcSwap<Runtime>>;
+
+impl Runtime {
+    /// Builds a runtime; servers already present in `previous` (same pool
+    /// name and address) keep their counters and health state.
+    pub fn build(config: Config, previous: Option<&Runtime>, generation: u64) -> Runtime {
+        let registry: ServerRegistry = previous
+            .map(|rt| {
+                rt.pools
+                    .iter()
+                    .flat_map(|p| {
+                        p.servers
+                            .iter()
+                            .map(|s| ((p.name().to_string(), s.addr), Arc::clone(s)))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let pools: Vec<Arc<Pool>> = config
+            .pools
+            .iter()
+            .map(|pc| Arc::new(Pool::new(pc.clone(), &registry)))
+            .collect();
+        let router = Router::new(
+            config
+                .routes
+                .iter()
+                .map(|r| Route {
+                    prefix: r.prefix.clone(),
+                    pool: r.pool,
+                    strip_prefix: r.strip_prefix,
+                })
+                .collect(),
+        );
+        Runtime {
+            config,
+            router,
+            pools,
+            generation,
+        }
+    }
+
+    /// Looks a pool up by name.
+    pub fn pool(&self, name: &str) -> Option<&Arc<Pool>> {
+        self.pools.iter().find(|p| p.name() == name)
+    }
+}
