@@ -116,7 +116,10 @@ impl AccessLog {
 }
 
 fn open(p: &std::path::Path) -> std::io::Result<std::fs::File> {
-    std::fs::OpenOptions::new().create(true).append(true).open(p)
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(p)
 }
 
 fn write_loop(rx: Receiver<Record>, out: Box<dyn Write + Send>) {
@@ -139,10 +142,9 @@ fn write_loop(rx: Receiver<Record>, out: Box<dyn Write + Send>) {
 /// `client [time] "METHOD uri" status pool=P upstream=a:1, b:2 upstream_status=502, 200 upstream_time=0.001, 0.002 total=0.004 id=...`
 pub fn format_line(r: &Record, line: &mut String) {
     let client = r.client.map_or("-".to_string(), |c| c.to_string());
-    let ts = r
-        .at
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default();
+    let ts =
+        r.at.duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
     let _ = write!(
         line,
         "{client} [{}.{:03}] \"{} {}\" {} pool={}",
@@ -169,7 +171,12 @@ pub fn format_line(r: &Record, line: &mut String) {
             let _ = write!(l, "{:.3}", a.time.as_secs_f64());
         });
     }
-    let _ = writeln!(line, " total={:.3} id={}", r.total.as_secs_f64(), r.request_id);
+    let _ = writeln!(
+        line,
+        " total={:.3} id={}",
+        r.total.as_secs_f64(),
+        r.request_id
+    );
 }
 
 fn join(line: &mut String, items: &[AttemptLog], f: impl Fn(&mut String, &AttemptLog)) {
@@ -195,8 +202,16 @@ mod tests {
             status: 200,
             pool: Some("user_service".into()),
             attempts: vec![
-                AttemptLog { addr: "10.0.0.2:3001".parse().unwrap(), status: 502, time: Duration::from_millis(1) },
-                AttemptLog { addr: "10.0.0.1:3011".parse().unwrap(), status: 200, time: Duration::from_millis(2) },
+                AttemptLog {
+                    addr: "10.0.0.2:3001".parse().unwrap(),
+                    status: 502,
+                    time: Duration::from_millis(1),
+                },
+                AttemptLog {
+                    addr: "10.0.0.1:3011".parse().unwrap(),
+                    status: 200,
+                    time: Duration::from_millis(2),
+                },
             ],
             total: Duration::from_millis(4),
             request_id: "abc".into(),

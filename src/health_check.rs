@@ -128,7 +128,11 @@ async fn probe(server: &Server, kind: &CheckKind) -> Result<(), String> {
     let mut stream = TcpStream::connect(server.addr)
         .await
         .map_err(|e| format!("connect: {e}"))?;
-    let CheckKind::Http { path, expect_status } = kind else {
+    let CheckKind::Http {
+        path,
+        expect_status,
+    } = kind
+    else {
         return Ok(());
     };
     let req = format!(
@@ -186,7 +190,10 @@ mod tests {
 
     #[test]
     fn status_line() {
-        assert_eq!(parse_status_line("HTTP/1.1 503 Service Unavailable\r\n"), Some(503));
+        assert_eq!(
+            parse_status_line("HTTP/1.1 503 Service Unavailable\r\n"),
+            Some(503)
+        );
         assert_eq!(parse_status_line("HTTP/1.0 200 OK\r\n"), Some(200));
         assert_eq!(parse_status_line("SSH-2.0-OpenSSH\r\n"), None);
     }

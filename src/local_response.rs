@@ -31,5 +31,12 @@ pub async fn respond(
 
 /// A short text response (`"404 Not Found: ..."`).
 pub async fn respond_text(session: &mut Session, status: u16, text: &str) -> Result<()> {
-    respond(session, status, "text/plain; charset=utf-8", format!("{text}\n"), &[]).await
+    respond(
+        session,
+        status,
+        "text/plain; charset=utf-8",
+        format!("{text}\n"),
+        &[],
+    )
+    .await
 }

@@ -80,7 +80,11 @@ impl RequestCtx {
     fn fail_attempt(&mut self, failure: Failure, passive: bool) {
         if let Some(mut attempt) = self.current.take() {
             attempt.fail(passive);
-            let status = if failure == Failure::Timeout { 504 } else { 502 };
+            let status = if failure == Failure::Timeout {
+                504
+            } else {
+                502
+            };
             self.end_attempt_log(status);
         }
         self.last_failure = Some(failure);
@@ -157,7 +161,11 @@ impl ProxyHttp for Fulcrum {
         }
     }
 
-    async fn early_request_filter(&self, _session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
+    async fn early_request_filter(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
         ctx._request = Some(self.counters.request_started());
         Ok(())
     }
@@ -184,8 +192,15 @@ impl ProxyHttp for Fulcrum {
         self.route(session, ctx, &rt).await
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
-        let pool = ctx.pool.clone().expect("request_filter routed this request");
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        let pool = ctx
+            .pool
+            .clone()
+            .expect("request_filter routed this request");
         if let Some(stale) = ctx.current.take() {
             // An attempt ended without a verdict; it cannot be reused.
             drop(stale);
@@ -222,7 +237,11 @@ impl ProxyHttp for Fulcrum {
         }
         if let Some(ip) = client_ip(session) {
             let ip = ip.to_string();
-            let xff = match req.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+            let xff = match req
+                .headers
+                .get("x-forwarded-for")
+                .and_then(|v| v.to_str().ok())
+            {
                 Some(prev) if !prev.is_empty() => format!("{prev}, {ip}"),
                 _ => ip.clone(),
             };
@@ -334,12 +353,20 @@ impl ProxyHttp for Fulcrum {
         e
     }
 
-    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
         let code = match (e.etype(), e.esource()) {
             (ErrorType::HTTPStatus(code), _) => *code,
             (_, ErrorSource::Upstream) if ctx.last_failure == Some(Failure::Timeout) => 504,
             (_, ErrorSource::Upstream) => 502,
-            (ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed, ErrorSource::Downstream) => 0,
+            (
+                ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed,
+                ErrorSource::Downstream,
+            ) => 0,
             (_, ErrorSource::Downstream) => 400,
             _ => 500,
         };
@@ -353,7 +380,10 @@ impl ProxyHttp for Fulcrum {
                     "503 Service Unavailable: every server of pool {} is at max_conns",
                     p.name()
                 ),
-                (Some(p), 504) => format!("504 Gateway Timeout: upstream timed out in pool {}", p.name()),
+                (Some(p), 504) => format!(
+                    "504 Gateway Timeout: upstream timed out in pool {}",
+                    p.name()
+                ),
                 (_, 400) => "400 Bad Request".to_string(),
                 _ => format!("{code} error"),
             };
@@ -410,7 +440,12 @@ impl ProxyHttp for Fulcrum {
 
 impl Fulcrum {
     /// Routes the request or answers 404/400. Returns `Ok(true)` if answered.
-    async fn route(&self, session: &mut Session, ctx: &mut RequestCtx, rt: &Runtime) -> Result<bool> {
+    async fn route(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        rt: &Runtime,
+    ) -> Result<bool> {
         let uri = &session.req_header().uri;
         let matched = match rt.router.route(uri.path()) {
             Ok(Some(m)) => m,
@@ -421,7 +456,12 @@ impl Fulcrum {
             }
             Err(BadPath::ClimbsOut) => {
                 ctx.local_status = Some(400);
-                respond_text(session, 400, "400 Bad Request: path leaves its route prefix").await?;
+                respond_text(
+                    session,
+                    400,
+                    "400 Bad Request: path leaves its route prefix",
+                )
+                .await?;
                 return Ok(true);
             }
             Err(BadPath::Malformed) => {
@@ -436,7 +476,10 @@ impl Fulcrum {
                 None => matched.upstream_path.to_string(),
             };
             ctx.upstream_uri = Some(pq.parse().map_err(|_| {
-                Error::explain(ErrorType::HTTPStatus(400), "rewritten path is not a valid URI")
+                Error::explain(
+                    ErrorType::HTTPStatus(400),
+                    "rewritten path is not a valid URI",
+                )
             })?);
         }
         let pool = Arc::clone(&rt.pools[matched.route.pool]);
@@ -452,7 +495,8 @@ impl Fulcrum {
         if session.response_written().is_some() {
             return false; // bytes went to the client
         }
-        let method_ok = session.req_header().method.is_idempotent() || pool.config.retry.non_idempotent;
+        let method_ok =
+            session.req_header().method.is_idempotent() || pool.config.retry.non_idempotent;
         if !method_ok {
             return false;
         }
@@ -472,14 +516,23 @@ impl Fulcrum {
     fn no_server_error(&self, pool: &Pool, ctx: &mut RequestCtx) -> Box<Error> {
         if !ctx.attempts.is_empty() {
             // Retries ran out of servers: report the last failure.
-            let mut e = Error::explain(ErrorType::ConnectError, format!("no more servers to try in pool {}", pool.name()));
+            let mut e = Error::explain(
+                ErrorType::ConnectError,
+                format!("no more servers to try in pool {}", pool.name()),
+            );
             e.esource = ErrorSource::Upstream;
             return e;
         }
         if pool.all_busy() {
-            return Error::explain(ErrorType::HTTPStatus(503), format!("every server of pool {} is at max_conns", pool.name()));
+            return Error::explain(
+                ErrorType::HTTPStatus(503),
+                format!("every server of pool {} is at max_conns", pool.name()),
+            );
         }
         log::warn!("no live upstreams in pool {}", pool.name());
-        Error::explain(ErrorType::HTTPStatus(502), format!("no live upstreams in pool {}", pool.name()))
+        Error::explain(
+            ErrorType::HTTPStatus(502),
+            format!("no live upstreams in pool {}", pool.name()),
+        )
     }
 }

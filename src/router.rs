@@ -48,7 +48,7 @@ pub struct Router {
 impl Router {
     /// Builds a table; the order of `routes` does not matter.
     pub fn new(mut routes: Vec<Route>) -> Self {
-        routes.sort_by(|a, b| b.prefix.len().cmp(&a.prefix.len()));
+        routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
         Router { routes }
     }
 
@@ -77,7 +77,11 @@ impl Router {
         }
         let upstream_path = if route.strip_prefix && route.prefix != "/" {
             let rest = &normalized[route.prefix.len()..];
-            Cow::Owned(if rest.is_empty() { "/".to_string() } else { rest.to_string() })
+            Cow::Owned(if rest.is_empty() {
+                "/".to_string()
+            } else {
+                rest.to_string()
+            })
         } else {
             normalized
         };
@@ -222,9 +226,15 @@ mod tests {
     #[test]
     fn strip_prefix_rewrites_the_upstream_path() {
         let t = table();
-        assert_eq!(t.route("/static/css/a.css").unwrap().unwrap().upstream_path, "/css/a.css");
+        assert_eq!(
+            t.route("/static/css/a.css").unwrap().unwrap().upstream_path,
+            "/css/a.css"
+        );
         assert_eq!(t.route("/static").unwrap().unwrap().upstream_path, "/");
-        assert_eq!(t.route("/api/users/7").unwrap().unwrap().upstream_path, "/api/users/7");
+        assert_eq!(
+            t.route("/api/users/7").unwrap().unwrap().upstream_path,
+            "/api/users/7"
+        );
     }
 
     #[test]
@@ -253,6 +263,9 @@ mod tests {
 
     #[test]
     fn clean_paths_are_not_copied() {
-        assert!(matches!(normalize("/api/users/7").unwrap(), Cow::Borrowed(_)));
+        assert!(matches!(
+            normalize("/api/users/7").unwrap(),
+            Cow::Borrowed(_)
+        ));
     }
 }

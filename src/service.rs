@@ -20,8 +20,18 @@ pub fn run(args: &Args, loaded: Loaded) -> Result<(), String> {
     let Loaded { config, mut server } = loaded;
     // Pingora stops retrying after `max_retries` attempts; let our own
     // `retry.tries` policy be the limit.
-    let largest_pool = config.pools.iter().map(|p| p.servers.len()).max().unwrap_or(1);
-    let largest_tries = config.pools.iter().map(|p| p.retry.tries as usize).max().unwrap_or(1);
+    let largest_pool = config
+        .pools
+        .iter()
+        .map(|p| p.servers.len())
+        .max()
+        .unwrap_or(1);
+    let largest_tries = config
+        .pools
+        .iter()
+        .map(|p| p.retry.tries as usize)
+        .max()
+        .unwrap_or(1);
     server.max_retries = server.max_retries.max(largest_pool).max(largest_tries);
 
     let access_log = AccessLog::new(&config.access_log);

@@ -13,14 +13,10 @@ pub fn expand_tree(
     errors: &mut Vec<String>,
 ) {
     match value {
-        Value::String(s) => {
-            if s.contains("${") {
-                match expand_str(s, lookup) {
-                    Ok(expanded) => *s = expanded,
-                    Err(e) => errors.push(format!("{}: {e}", display_path(path))),
-                }
-            }
-        }
+        Value::String(s) if s.contains("${") => match expand_str(s, lookup) {
+            Ok(expanded) => *s = expanded,
+            Err(e) => errors.push(format!("{}: {e}", display_path(path))),
+        },
         Value::Sequence(items) => {
             for (i, item) in items.iter_mut().enumerate() {
                 expand_tree(item, &format!("{path}[{i}]"), lookup, errors);
@@ -28,7 +24,10 @@ pub fn expand_tree(
         }
         Value::Mapping(map) => {
             for (k, v) in map.iter_mut() {
-                let key = k.as_str().map(str::to_owned).unwrap_or_else(|| format!("{k:?}"));
+                let key = k
+                    .as_str()
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| format!("{k:?}"));
                 let child = if path.is_empty() {
                     key
                 } else {
@@ -64,8 +63,8 @@ pub fn expand_str(s: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<St
         if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
             return Err(format!("invalid variable name {name:?} in {s:?}"));
         }
-        let value = lookup(name)
-            .ok_or_else(|| format!("environment variable {name} is not set"))?;
+        let value =
+            lookup(name).ok_or_else(|| format!("environment variable {name} is not set"))?;
         out.push_str(&value);
         rest = &after[end + 1..];
     }
@@ -97,7 +96,11 @@ mod tests {
         let mut errors = vec![];
         expand_tree(&mut v, "", &env, &mut errors);
         assert_eq!(errors.len(), 1);
-        assert!(errors[0].starts_with("pools.p.servers[0].addr: "), "{}", errors[0]);
+        assert!(
+            errors[0].starts_with("pools.p.servers[0].addr: "),
+            "{}",
+            errors[0]
+        );
         assert!(errors[0].contains("X is not set"), "{}", errors[0]);
     }
 }

@@ -228,6 +228,9 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigErrors> {
 }
 
 /// Parses a config document, looking variables up with `lookup`.
-pub fn from_str(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Loaded, ConfigErrors> {
+pub fn from_str(
+    text: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<Loaded, ConfigErrors> {
     validate::validate_document(text, lookup)
 }

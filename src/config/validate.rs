@@ -49,8 +49,8 @@ pub(super) fn validate_document(
     text: &str,
     lookup: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Loaded, ConfigErrors> {
-    let mut doc: Value = serde_yaml::from_str(text)
-        .map_err(|e| ConfigErrors(vec![format!("invalid YAML: {e}")]))?;
+    let mut doc: Value =
+        serde_yaml::from_str(text).map_err(|e| ConfigErrors(vec![format!("invalid YAML: {e}")]))?;
     if doc.is_null() {
         doc = Value::Mapping(Default::default());
     }
@@ -97,19 +97,20 @@ pub(super) fn validate_document(
     if status.path == health_path {
         c.err("status.path", "must differ from health_path");
     }
-    let access_log = match get("access_log").map(|v| parse_section::<String>(v, "access_log", &mut c.errors)) {
-        None => AccessLogTarget::Stdout,
-        Some(None) => AccessLogTarget::Off,
-        Some(Some(s)) => match s.as_str() {
-            "stdout" => AccessLogTarget::Stdout,
-            "off" => AccessLogTarget::Off,
-            "" => {
-                c.err("access_log", "must be stdout, off or a file path");
-                AccessLogTarget::Off
-            }
-            p => AccessLogTarget::File(PathBuf::from(p)),
-        },
-    };
+    let access_log =
+        match get("access_log").map(|v| parse_section::<String>(v, "access_log", &mut c.errors)) {
+            None => AccessLogTarget::Stdout,
+            Some(None) => AccessLogTarget::Off,
+            Some(Some(s)) => match s.as_str() {
+                "stdout" => AccessLogTarget::Stdout,
+                "off" => AccessLogTarget::Off,
+                "" => {
+                    c.err("access_log", "must be stdout, off or a file path");
+                    AccessLogTarget::Off
+                }
+                p => AccessLogTarget::File(PathBuf::from(p)),
+            },
+        };
 
     let pools = pools(&mut c, get("pools"));
     let routes = routes(&mut c, get("routes"), &pools);
@@ -153,9 +154,14 @@ fn listen(c: &mut Checker, v: Option<&Value>) -> Vec<SocketAddr> {
     let mut out = vec![];
     for (i, a) in list.iter().enumerate() {
         match a.parse::<SocketAddr>() {
-            Ok(addr) if out.contains(&addr) => c.err(&format!("listen[{i}]"), format!("duplicate address {a:?}")),
+            Ok(addr) if out.contains(&addr) => {
+                c.err(&format!("listen[{i}]"), format!("duplicate address {a:?}"))
+            }
             Ok(addr) => out.push(addr),
-            Err(_) => c.err(&format!("listen[{i}]"), format!("{a:?} is not an ip:port address")),
+            Err(_) => c.err(
+                &format!("listen[{i}]"),
+                format!("{a:?} is not an ip:port address"),
+            ),
         }
     }
     out
@@ -210,7 +216,10 @@ fn pools(c: &mut Checker, v: Option<&Value>) -> Vec<PoolConfig> {
         };
         let path = format!("pools.{name}");
         if !valid_name(name) {
-            c.err(&path, "pool names may use letters, digits, '_', '-' and '.'");
+            c.err(
+                &path,
+                "pool names may use letters, digits, '_', '-' and '.'",
+            );
         }
         let raw = if v.is_null() {
             Some(RawPool::default())
@@ -244,7 +253,11 @@ fn pool(c: &mut Checker, path: &str, name: &str, raw: RawPool) -> PoolConfig {
         Duration::from_secs(10),
     );
     let mut timeout = |field: &str, raw: Option<&String>, default: u64| {
-        let d = c.duration(&format!("{path}.{field}"), raw, Duration::from_secs(default));
+        let d = c.duration(
+            &format!("{path}.{field}"),
+            raw,
+            Duration::from_secs(default),
+        );
         if d.is_zero() {
             c.err(&format!("{path}.{field}"), "must be greater than 0");
         }
@@ -260,10 +273,14 @@ fn pool(c: &mut Checker, path: &str, name: &str, raw: RawPool) -> PoolConfig {
 
     let mut servers: Vec<ServerConfig> = vec![];
     match raw.servers {
-        None => c.err(&format!("{path}.servers"), "a pool needs at least one server"),
-        Some(list) if list.is_empty() => {
-            c.err(&format!("{path}.servers"), "a pool needs at least one server")
-        }
+        None => c.err(
+            &format!("{path}.servers"),
+            "a pool needs at least one server",
+        ),
+        Some(list) if list.is_empty() => c.err(
+            &format!("{path}.servers"),
+            "a pool needs at least one server",
+        ),
         Some(list) => {
             for (i, v) in list.iter().enumerate() {
                 let spath = format!("{path}.servers[{i}]");
@@ -355,7 +372,11 @@ fn resolve(addr: &str) -> Result<SocketAddr, String> {
 }
 
 fn retry(c: &mut Checker, path: &str, raw: RawRetry) -> RetryConfig {
-    let timeout = c.duration(&format!("{path}.timeout"), raw.timeout.as_ref(), Duration::ZERO);
+    let timeout = c.duration(
+        &format!("{path}.timeout"),
+        raw.timeout.as_ref(),
+        Duration::ZERO,
+    );
     let on_list = raw
         .on
         .unwrap_or_else(|| vec!["error".into(), "timeout".into()]);
@@ -384,8 +405,16 @@ fn retry(c: &mut Checker, path: &str, raw: RawRetry) -> RetryConfig {
 }
 
 fn health_check(c: &mut Checker, path: &str, raw: RawHealthCheck) -> HealthCheckConfig {
-    let interval = c.duration(&format!("{path}.interval"), raw.interval.as_ref(), Duration::from_secs(10));
-    let timeout = c.duration(&format!("{path}.timeout"), raw.timeout.as_ref(), Duration::from_secs(2));
+    let interval = c.duration(
+        &format!("{path}.interval"),
+        raw.interval.as_ref(),
+        Duration::from_secs(10),
+    );
+    let timeout = c.duration(
+        &format!("{path}.timeout"),
+        raw.timeout.as_ref(),
+        Duration::from_secs(2),
+    );
     for (field, d) in [("interval", interval), ("timeout", timeout)] {
         if d.is_zero() {
             c.err(&format!("{path}.{field}"), "must be greater than 0");
@@ -406,7 +435,10 @@ fn health_check(c: &mut Checker, path: &str, raw: RawHealthCheck) -> HealthCheck
             let expect_status = match raw.expect_status {
                 None => vec![(200, 399)],
                 Some(list) if list.is_empty() => {
-                    c.err(&format!("{path}.expect_status"), "must list at least one status or range");
+                    c.err(
+                        &format!("{path}.expect_status"),
+                        "must list at least one status or range",
+                    );
                     vec![]
                 }
                 Some(list) => list
@@ -433,7 +465,10 @@ fn health_check(c: &mut Checker, path: &str, raw: RawHealthCheck) -> HealthCheck
             CheckKind::Tcp
         }
         Some(other) => {
-            c.err(&format!("{path}.type"), format!("unknown type {other:?} (expected http or tcp)"));
+            c.err(
+                &format!("{path}.type"),
+                format!("unknown type {other:?} (expected http or tcp)"),
+            );
             CheckKind::Tcp
         }
     };
@@ -464,7 +499,11 @@ fn status_range(v: &Value) -> Result<(u16, u16), String> {
             Some((a, b)) => (code(a)?, code(b)?),
             None => (code(s)?, code(s)?),
         },
-        other => return Err(format!("expected a status or a range like 200-399, got {other:?}")),
+        other => {
+            return Err(format!(
+                "expected a status or a range like 200-399, got {other:?}"
+            ))
+        }
     };
     if lo > hi {
         return Err(format!("range {lo}-{hi} is empty"));
@@ -495,8 +534,13 @@ fn routes(c: &mut Checker, v: Option<&Value>, pools: &[PoolConfig]) -> Vec<Route
             Some(p) => p,
         };
         if !prefix.starts_with('/') {
-            c.err(&format!("{path}.prefix"), format!("{prefix:?} must start with '/'"));
-        } else if prefix.contains(['?', '#', '%', '\\', ' ']) || prefix.split('/').any(|s| s == "." || s == "..") {
+            c.err(
+                &format!("{path}.prefix"),
+                format!("{prefix:?} must start with '/'"),
+            );
+        } else if prefix.contains(['?', '#', '%', '\\', ' '])
+            || prefix.split('/').any(|s| s == "." || s == "..")
+        {
             c.err(
                 &format!("{path}.prefix"),
                 format!("{prefix:?} must be a plain normalized path (no ?, #, %, \\, spaces or dot segments)"),
@@ -509,7 +553,10 @@ fn routes(c: &mut Checker, v: Option<&Value>, pools: &[PoolConfig]) -> Vec<Route
             prefix.clone()
         };
         if !seen.insert(normalized.clone()) {
-            c.err(&format!("{path}.prefix"), format!("duplicate prefix {prefix:?}"));
+            c.err(
+                &format!("{path}.prefix"),
+                format!("duplicate prefix {prefix:?}"),
+            );
         }
         let pool = match raw.pool {
             None => {
@@ -576,7 +623,8 @@ routes:
     fn assert_rejects(doc: &str, path: &str, needle: &str) {
         let errs = errors_of(doc);
         assert!(
-            errs.iter().any(|e| e.starts_with(path) && e.contains(needle)),
+            errs.iter()
+                .any(|e| e.starts_with(path) && e.contains(needle)),
             "expected an error at {path:?} containing {needle:?}, got {errs:#?}"
         );
     }
@@ -599,7 +647,10 @@ routes:
         assert_eq!(hc.interval, Duration::from_millis(500));
         assert_eq!(
             hc.kind,
-            CheckKind::Http { path: "/health".into(), expect_status: vec![(200, 299), (301, 301)] }
+            CheckKind::Http {
+                path: "/health".into(),
+                expect_status: vec![(200, 299), (301, 301)]
+            }
         );
         assert_eq!(c.routes[0].prefix, "/api/users");
         assert!(c.routes[0].strip_prefix);
@@ -610,33 +661,89 @@ routes:
     #[test]
     fn rejects_each_invalid_case_with_its_path() {
         let base = "pools:\n  users:\n    servers: [{addr: \"127.0.0.1:1\"}]\n";
-        assert_rejects(&format!("{base}routes: [{{prefix: /a, pool: orders}}]"), "routes[0].pool", "no pool named \"orders\"");
+        assert_rejects(
+            &format!("{base}routes: [{{prefix: /a, pool: orders}}]"),
+            "routes[0].pool",
+            "no pool named \"orders\"",
+        );
         assert_rejects(
             &format!("{base}routes: [{{prefix: /a, pool: users}}, {{prefix: /a/, pool: users}}]"),
             "routes[1].prefix",
             "duplicate prefix",
         );
-        assert_rejects(&format!("{base}routes: [{{prefix: a, pool: users}}]"), "routes[0].prefix", "must start with '/'");
-        assert_rejects("pools:\n  p:\n    servers: [{addr: \"nonsense\"}]\n", "pools.p.servers[0].addr", "host:port");
-        assert_rejects("pools:\n  p:\n    servers: [{weight: 2}]\n", "pools.p.servers[0].addr", "missing");
-        assert_rejects("pools:\n  p:\n    servers: [{addr: \"127.0.0.1:1\", weight: 0}]\n", "pools.p.servers[0].weight", "at least 1");
-        assert_rejects("pools:\n  p:\n    servers: []\n", "pools.p.servers", "at least one server");
-        assert_rejects("pools:\n  p: {}\n", "pools.p.servers", "at least one server");
-        assert_rejects(&format!("{base}    fail_timeout: 10 seconds\n"), "pools.users.fail_timeout", "invalid duration");
-        assert_rejects("pools:\n  p:\n    servers: [{addr: \"${NOPE}:1\"}]\n", "pools.p.servers[0].addr", "NOPE is not set");
-        assert_rejects(&format!("{base}    selection: fastest\n"), "pools.users.selection", "unknown selection \"fastest\"");
-        assert_rejects("pools:\n  p:\n    servers: [{addr: \"127.0.0.1:1\", weigth: 2}]\n", "pools.p.servers[0]", "unknown field `weigth`");
-        assert_rejects(&format!("{base}    retyr: {{}}\n"), "pools.users", "unknown field `retyr`");
+        assert_rejects(
+            &format!("{base}routes: [{{prefix: a, pool: users}}]"),
+            "routes[0].prefix",
+            "must start with '/'",
+        );
+        assert_rejects(
+            "pools:\n  p:\n    servers: [{addr: \"nonsense\"}]\n",
+            "pools.p.servers[0].addr",
+            "host:port",
+        );
+        assert_rejects(
+            "pools:\n  p:\n    servers: [{weight: 2}]\n",
+            "pools.p.servers[0].addr",
+            "missing",
+        );
+        assert_rejects(
+            "pools:\n  p:\n    servers: [{addr: \"127.0.0.1:1\", weight: 0}]\n",
+            "pools.p.servers[0].weight",
+            "at least 1",
+        );
+        assert_rejects(
+            "pools:\n  p:\n    servers: []\n",
+            "pools.p.servers",
+            "at least one server",
+        );
+        assert_rejects(
+            "pools:\n  p: {}\n",
+            "pools.p.servers",
+            "at least one server",
+        );
+        assert_rejects(
+            &format!("{base}    fail_timeout: 10 seconds\n"),
+            "pools.users.fail_timeout",
+            "invalid duration",
+        );
+        assert_rejects(
+            "pools:\n  p:\n    servers: [{addr: \"${NOPE}:1\"}]\n",
+            "pools.p.servers[0].addr",
+            "NOPE is not set",
+        );
+        assert_rejects(
+            &format!("{base}    selection: fastest\n"),
+            "pools.users.selection",
+            "unknown selection \"fastest\"",
+        );
+        assert_rejects(
+            "pools:\n  p:\n    servers: [{addr: \"127.0.0.1:1\", weigth: 2}]\n",
+            "pools.p.servers[0]",
+            "unknown field `weigth`",
+        );
+        assert_rejects(
+            &format!("{base}    retyr: {{}}\n"),
+            "pools.users",
+            "unknown field `retyr`",
+        );
         assert_rejects(&format!("{base}statsu: {{}}\n"), "statsu", "unknown key");
         assert_rejects("status: {pth: /x}\n", "status", "unknown field `pth`");
         assert_rejects("listen: [\"8080\"]\n", "listen[0]", "not an ip:port");
-        assert_rejects(&format!("{base}    retry: {{on: [error, http_418]}}\n"), "pools.users.retry.on[1]", "http_418");
+        assert_rejects(
+            &format!("{base}    retry: {{on: [error, http_418]}}\n"),
+            "pools.users.retry.on[1]",
+            "http_418",
+        );
         assert_rejects(
             &format!("{base}    health_check: {{expect_status: [\"300-200\"]}}\n"),
             "pools.users.health_check.expect_status[0]",
             "empty",
         );
-        assert_rejects("threads: many\n", "(pingora settings).threads", "invalid type");
+        assert_rejects(
+            "threads: many\n",
+            "(pingora settings).threads",
+            "invalid type",
+        );
     }
 
     #[test]

@@ -25,7 +25,11 @@ impl BackendSelection for LeastConn {
     fn build(backends: &BTreeSet<Backend>) -> Self {
         let backends = backends
             .iter()
-            .filter_map(|b| b.ext.get::<Arc<Server>>().map(|s| (b.clone(), Arc::clone(s))))
+            .filter_map(|b| {
+                b.ext
+                    .get::<Arc<Server>>()
+                    .map(|s| (b.clone(), Arc::clone(s)))
+            })
             .collect();
         LeastConn { backends }
     }

@@ -115,9 +115,9 @@ impl Pool {
             let max = self.servers.len() * 4 + 4;
             let chosen = match &self.selector {
                 // The least_conn iterator already orders primaries before backups.
-                Selector::LeastConn(lb) => lb.select_with(b"", max, |b, _| {
-                    accept(b, false) || accept(b, true)
-                }),
+                Selector::LeastConn(lb) => {
+                    lb.select_with(b"", max, |b, _| accept(b, false) || accept(b, true))
+                }
                 Selector::RoundRobin(lb) => lb
                     .select_with(b"", max, |b, _| accept(b, false))
                     .or_else(|| lb.select_with(b"", max, |b, _| accept(b, true))),

@@ -224,7 +224,10 @@ impl Server {
         if probe {
             self.failed_until_ms.store(now + fail_timeout, Relaxed);
             self.probe_taken.store(false, Release);
-            log::warn!("server {} failed its probe request; unusable for another {fail_timeout}ms", self.name);
+            log::warn!(
+                "server {} failed its probe request; unusable for another {fail_timeout}ms",
+                self.name
+            );
             return;
         }
         let start = self.window_start_ms.load(Relaxed);
@@ -266,7 +269,13 @@ impl Server {
 
     /// Applies one active check result with rise/fall hysteresis. Returns the
     /// new state if it changed.
-    pub fn observe_check(&self, ok: bool, error: Option<String>, rise: u32, fall: u32) -> Option<bool> {
+    pub fn observe_check(
+        &self,
+        ok: bool,
+        error: Option<String>,
+        rise: u32,
+        fall: u32,
+    ) -> Option<bool> {
         self.checked.store(true, Relaxed);
         let healthy = self.active_healthy();
         if ok {
@@ -449,7 +458,10 @@ mod tests {
     fn rise_and_fall() {
         let s = server(1, 1000);
         assert_eq!(s.observe_check(false, Some("503".into()), 2, 2), None);
-        assert_eq!(s.observe_check(false, Some("503".into()), 2, 2), Some(false));
+        assert_eq!(
+            s.observe_check(false, Some("503".into()), 2, 2),
+            Some(false)
+        );
         assert_eq!(s.usability(now_ms()), Usability::Unusable);
         assert_eq!(s.observe_check(true, None, 2, 2), None);
         assert_eq!(s.observe_check(true, None, 2, 2), Some(true));

@@ -98,7 +98,11 @@ impl<A> CountConnections<A> {
 
 #[async_trait]
 impl<A: ServerApp + Send + Sync + 'static> ServerApp for CountConnections<A> {
-    async fn process_new(self: &Arc<Self>, stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
         self.counters.accepts.fetch_add(1, Relaxed);
         self.counters.active.fetch_add(1, Relaxed);
         let _open = ConnectionGuard(Arc::clone(&self.counters));

@@ -17,7 +17,8 @@ use std::net::IpAddr;
 /// Whether `path` is the status page or below it.
 pub fn is_status_path(rt: &Runtime, path: &str) -> bool {
     let base = &rt.config.status.path;
-    path == base || (path.starts_with(base.as_str()) && path.as_bytes().get(base.len()) == Some(&b'/'))
+    path == base
+        || (path.starts_with(base.as_str()) && path.as_bytes().get(base.len()) == Some(&b'/'))
 }
 
 /// Answers a request for the status pages; returns the status code sent.

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Runs every test of fulcrum: formatting, lints, unit and integration tests.
+# Installs what the build and the tests need on Debian (cmake for Pingora's
+# zlib-ng; iproute2 for the network-namespace tests) when missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v cmake >/dev/null || need+=(cmake)
+command -v ip >/dev/null || need+=(iproute2)
+command -v curl >/dev/null || need+=(curl)
+if [ ${#need[@]} -gt 0 ]; then
+    if [ "$(id -u)" -eq 0 ]; then SUDO=(); else SUDO=(sudo); fi
+    echo "test.sh: installing ${need[*]}"
+    "${SUDO[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${SUDO[@]}" apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+echo "test.sh: cargo fmt --check"
+cargo fmt --all -- --check
+echo "test.sh: cargo clippy"
+cargo clippy --all-targets -- -D warnings
+echo "test.sh: cargo test"
+cargo test --all-targets -- --test-threads="${FULCRUM_TEST_THREADS:-2}"
+echo "test.sh: all tests passed"
