@@ -49,7 +49,8 @@ fn display_path(path: &str) -> &str {
     }
 }
 
-/// Expands one string. `$` not followed by `{` is kept literally.
+/// Expands one string. `${NAME:-default}` uses `default` when NAME is unset
+/// or empty (as in the shell). `$` not followed by `{` is kept literally.
 pub fn expand_str(s: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
     let mut out = String::with_capacity(s.len());
     let mut rest = s;
@@ -59,12 +60,18 @@ pub fn expand_str(s: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<St
         let end = after
             .find('}')
             .ok_or_else(|| format!("unterminated ${{ in {s:?}"))?;
-        let name = &after[..end];
+        let (name, default) = match after[..end].split_once(":-") {
+            Some((n, d)) => (n, Some(d)),
+            None => (&after[..end], None),
+        };
         if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
             return Err(format!("invalid variable name {name:?} in {s:?}"));
         }
-        let value =
-            lookup(name).ok_or_else(|| format!("environment variable {name} is not set"))?;
+        let value = match (lookup(name).filter(|v| !v.is_empty()), default) {
+            (Some(v), _) => v,
+            (None, Some(d)) => d.to_string(),
+            (None, None) => return Err(format!("environment variable {name} is not set")),
+        };
         out.push_str(&value);
         rest = &after[end + 1..];
     }
@@ -87,6 +94,8 @@ mod tests {
         let e = expand_str("${NOPE}:1", &env).unwrap_err();
         assert!(e.contains("NOPE"), "{e}");
         assert!(expand_str("${IP", &env).is_err());
+        assert_eq!(expand_str("${NOPE:-/run/x}/p", &env).unwrap(), "/run/x/p");
+        assert_eq!(expand_str("${IP:-1.1.1.1}", &env).unwrap(), "10.0.0.2");
     }
 
     #[test]
