@@ -118,6 +118,22 @@ fn client_ip(session: &Session) -> Option<IpAddr> {
         .map(|a| a.ip())
 }
 
+/// TCP settings that notice a vanished machine on an established (pooled)
+/// connection: data left unacknowledged for half of `connect_timeout` (at
+/// least 250ms) aborts the connection (TCP_USER_TIMEOUT; the kernel acts at
+/// its next retransmission, so the abort lands within about connect_timeout).
+/// Such a request is then retried like a connect failure instead of waiting
+/// for read_timeout. A slow but alive server still ACKs at the TCP level, so
+/// it is not affected. Keepalive probes retire idle pooled connections to it.
+fn dead_peer_detection(connect_timeout: Duration) -> pingora::protocols::TcpKeepalive {
+    pingora::protocols::TcpKeepalive {
+        idle: Duration::from_secs(5),
+        interval: Duration::from_secs(1),
+        count: 3,
+        user_timeout: (connect_timeout / 2).max(Duration::from_millis(250)),
+    }
+}
+
 /// A client-sent request id is kept only if short and of safe characters.
 fn acceptable_request_id(v: &[u8]) -> bool {
     !v.is_empty()
@@ -223,6 +239,7 @@ impl ProxyHttp for Fulcrum {
         peer.options.read_timeout = Some(cfg.read_timeout);
         peer.options.write_timeout = Some(cfg.write_timeout);
         peer.options.idle_timeout = Some(Duration::from_secs(60));
+        peer.options.tcp_keepalive = Some(dead_peer_detection(cfg.connect_timeout));
         Ok(Box::new(peer))
     }
 
