@@ -101,8 +101,21 @@ impl Pool {
     }
 
     /// Picks a usable server not in `tried` and starts an attempt on it.
-    /// Backups are offered only when no primary is usable.
+    /// Backups are offered only when no primary is usable. When nothing is
+    /// usable but some servers are excluded only by passive health, one of
+    /// those is probed early as a last resort: a server that failed a few
+    /// seconds ago may well be back, and trying costs little compared with
+    /// failing the request.
     pub fn select(&self, tried: &[SocketAddr]) -> Option<InFlight> {
+        self.select_usable(tried).or_else(|| {
+            self.servers
+                .iter()
+                .filter(|s| !tried.contains(&s.addr) && s.only_passively_failed())
+                .find_map(|s| s.begin_last_resort())
+        })
+    }
+
+    fn select_usable(&self, tried: &[SocketAddr]) -> Option<InFlight> {
         // A probe may be lost to a concurrent request; then look again.
         for _ in 0..self.servers.len() + 1 {
             let now = now_ms();
@@ -141,12 +154,14 @@ impl Pool {
             .count()
     }
 
-    /// Whether any server not in `tried` could take a request now.
+    /// Whether any server not in `tried` could take a request now
+    /// (including a last-resort attempt, see [`Pool::select`]).
     pub fn has_untried(&self, tried: &[SocketAddr]) -> bool {
         let now = now_ms();
-        self.servers
-            .iter()
-            .any(|s| !tried.contains(&s.addr) && s.usability(now) != Usability::Unusable)
+        self.servers.iter().any(|s| {
+            !tried.contains(&s.addr)
+                && (s.usability(now) != Usability::Unusable || s.only_passively_failed())
+        })
     }
 }
 

@@ -211,6 +211,36 @@ impl Server {
         })
     }
 
+    /// Starts a last-resort attempt on a server excluded only by passive
+    /// health (used when nothing else is usable): an early probe. Like any
+    /// probe only one runs at a time, so when every server is dead the other
+    /// requests still get their 502 at once. Its success restores the
+    /// server, its failure restarts the fail period.
+    pub fn begin_last_resort(self: &Arc<Self>) -> Option<InFlight> {
+        self.probe_taken
+            .compare_exchange(false, true, AcqRel, Relaxed)
+            .ok()?;
+        self.in_flight.fetch_add(1, Relaxed);
+        self.requests.fetch_add(1, Relaxed);
+        Some(InFlight {
+            server: Arc::clone(self),
+            probe: true,
+            settled: false,
+        })
+    }
+
+    /// Whether only passive health keeps this server out of the selection.
+    pub fn only_passively_failed(&self) -> bool {
+        let max = self.max_conns.load(Relaxed);
+        self.passive_failed()
+            && !self.probe_taken.load(Relaxed)
+            && !self.is_down()
+            && !self.is_drained()
+            && !self.is_removed()
+            && self.active_healthy()
+            && (max == 0 || self.in_flight() < max as usize)
+    }
+
     /// Records a failed attempt. `passive` is false for single-server pools,
     /// which nginx never marks failed.
     fn record_failure(&self, passive: bool, probe: bool) {
@@ -439,6 +469,20 @@ mod tests {
         assert_eq!(s.usability(now_ms()), Usability::ProbeDue);
         s.begin(now_ms()).unwrap().fail(true);
         assert_eq!(s.usability(now_ms()), Usability::Unusable);
+    }
+
+    #[test]
+    fn last_resort_is_one_early_probe_at_a_time() {
+        let s = server(1, 60_000);
+        s.begin(now_ms()).unwrap().fail(true);
+        assert!(s.only_passively_failed());
+        let mut early = s.begin_last_resort().expect("first early probe");
+        assert!(s.begin_last_resort().is_none(), "one at a time");
+        assert!(!s.only_passively_failed());
+        early.succeed();
+        drop(early);
+        assert_eq!(s.usability(now_ms()), Usability::Usable);
+        assert!(!s.only_passively_failed());
     }
 
     #[test]
