@@ -357,15 +357,18 @@ impl ProxyHttp for Fulcrum {
             }
             _ => Failure::Error,
         };
-        // A pooled keepalive connection that the server had already closed
-        // is a benign race, not a sign of a failing server.
-        let stale_reuse = client_reused && e.retry == pingora::RetryType::ReusedOnly;
-        ctx.fail_attempt(failure, pool.passive_enabled() && !stale_reuse);
+        // A pooled connection that closes before answering may be a keepalive
+        // race, so it is retried whatever `retry.on` says. It still counts as
+        // the server's failure (as in nginx): Pingora drops pooled connections
+        // the server closed while idle, so what remains is nearly always a
+        // server that read the request and then closed or crashed.
+        let reused_closed = client_reused && e.retry == pingora::RetryType::ReusedOnly;
+        ctx.fail_attempt(failure, pool.passive_enabled());
         let listed = match failure {
             Failure::Timeout => pool.config.retry.on.timeout,
             _ => pool.config.retry.on.error,
         };
-        let retry = (listed || stale_reuse) && self.may_resend(session, ctx, &pool);
+        let retry = (listed || reused_closed) && self.may_resend(session, ctx, &pool);
         e.set_retry(retry);
         e
     }

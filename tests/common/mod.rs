@@ -88,14 +88,30 @@ pub struct Backends {
 
 impl Backends {
     /// Starts one process serving `names`, each on a fresh port.
+    pub fn start(names: &[&str], extra: &[&str]) -> Backends {
+        let listen: Vec<(&str, &str)> = names.iter().map(|n| (*n, "127.0.0.1:0")).collect();
+        Backends::start_with(&[], &listen, extra)
+    }
+
+    /// Starts one process serving each `(name, addr)` of `listen`, run
+    /// through `wrapper` (e.g. `ip netns exec NS`, which execs, so the pid
+    /// stays the backend's).
     // The child moves into `Backends`, whose Drop waits for it.
     #[allow(clippy::zombie_processes)]
-    pub fn start(names: &[&str], extra: &[&str]) -> Backends {
+    pub fn start_with(wrapper: &[&str], listen: &[(&str, &str)], extra: &[&str]) -> Backends {
+        let names: Vec<&str> = listen.iter().map(|(n, _)| *n).collect();
         let dir = TempDir::new("backends");
         let port_file = dir.path("ports");
-        let mut cmd = Command::new(DEMO);
-        for n in names {
-            cmd.arg("--listen").arg(format!("{n}@127.0.0.1:0"));
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(DEMO);
+                c
+            }
+            None => Command::new(DEMO),
+        };
+        for (n, addr) in listen {
+            cmd.arg("--listen").arg(format!("{n}@{addr}"));
         }
         cmd.arg("--port-file").arg(&port_file).args(extra);
         cmd.stdout(Stdio::null()).stderr(Stdio::inherit());
@@ -190,14 +206,19 @@ impl Fulcrum {
         );
         std::fs::write(dir.path("fulcrum.yaml"), conf).unwrap();
         let log = dir.path("fulcrum.log");
+        // One append-mode file for both streams: with separate offsets the
+        // access log (stdout) would overwrite error log lines (stderr).
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
         let child = Command::new(FULCRUM)
             .arg("-c")
             .arg(dir.path("fulcrum.yaml"))
             .env("RUST_LOG", "info")
-            .stdout(Stdio::from(std::fs::File::create(&log).unwrap()))
-            .stderr(Stdio::from(
-                std::fs::OpenOptions::new().append(true).open(&log).unwrap(),
-            ))
+            .stdout(Stdio::from(out.try_clone().unwrap()))
+            .stderr(Stdio::from(out))
             .spawn()
             .expect("start fulcrum");
         let f = Fulcrum {
@@ -472,4 +493,111 @@ pub fn one_pool(pool: &str, prefix: &str, servers: &[SocketAddr], extra: &str) -
 
 pub fn repo_path(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+/// Like [`one_pool`], with settings per server: each entry is an address and
+/// the body of an inline YAML map (`"weight: 3, backup: true"`, may be empty).
+pub fn pool_with(pool: &str, prefix: &str, servers: &[(SocketAddr, &str)], extra: &str) -> String {
+    let mut s = format!("pools:\n  {pool}:\n");
+    for l in extra.lines() {
+        s.push_str(&format!("    {l}\n"));
+    }
+    s.push_str("    servers:\n");
+    for (a, opts) in servers {
+        let sep = if opts.is_empty() { "" } else { ", " };
+        s.push_str(&format!("      - {{ addr: \"{a}\"{sep}{opts} }}\n"));
+    }
+    s.push_str(&format!(
+        "routes:\n  - {{ prefix: {prefix}, pool: {pool} }}\n"
+    ));
+    s
+}
+
+/// One access log line, parsed.
+#[derive(Debug, Clone)]
+pub struct AccessLine {
+    pub method: String,
+    pub uri: String,
+    pub status: u16,
+    pub pool: String,
+    /// Every upstream tried, in order.
+    pub upstreams: Vec<SocketAddr>,
+    /// Their statuses, in the same order.
+    pub upstream_statuses: Vec<u16>,
+    /// Seconds from request start to end.
+    pub total: f64,
+    pub raw: String,
+}
+
+impl AccessLine {
+    /// Parses a line of fulcrum's default access log format; `None` for
+    /// any other line (the error log shares the file in tests).
+    pub fn parse(line: &str) -> Option<AccessLine> {
+        static RE: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+        let re = RE.get_or_init(|| {
+            regex::Regex::new(
+                r#"^\S+ \[\d+\.\d+\] "(\S+) (\S+)" (\d+) pool=(\S+) upstream=(.+) upstream_status=(.+) upstream_time=(.+) total=(\S+) id=\S+$"#,
+            )
+            .unwrap()
+        });
+        let c = re.captures(line)?;
+        let list = |i: usize| -> Vec<String> {
+            if &c[i] == "-" {
+                vec![]
+            } else {
+                c[i].split(", ").map(str::to_string).collect()
+            }
+        };
+        Some(AccessLine {
+            method: c[1].to_string(),
+            uri: c[2].to_string(),
+            status: c[3].parse().ok()?,
+            pool: c[4].to_string(),
+            upstreams: list(5).iter().filter_map(|a| a.parse().ok()).collect(),
+            upstream_statuses: list(6).iter().filter_map(|s| s.parse().ok()).collect(),
+            total: c[8].parse().ok()?,
+            raw: line.to_string(),
+        })
+    }
+}
+
+impl Fulcrum {
+    /// Access log lines written so far, in order.
+    pub fn access_log(&self) -> Vec<AccessLine> {
+        self.log_text()
+            .lines()
+            .filter_map(AccessLine::parse)
+            .collect()
+    }
+
+    /// Waits until at least `n` access log lines are written (the log has
+    /// its own writer thread) and returns them all.
+    pub fn wait_access_log(&self, n: usize) -> Vec<AccessLine> {
+        let ok = wait_until(Duration::from_secs(10), || self.access_log().len() >= n);
+        let lines = self.access_log();
+        assert!(
+            ok,
+            "expected {n} access log lines, have {}:\n{}",
+            lines.len(),
+            self.log_text()
+        );
+        lines
+    }
+
+    /// The `state` of a server in the JSON status (`up`, `failed`, ...).
+    pub fn server_state(&self, pool: &str, addr: SocketAddr) -> String {
+        self.server_status(pool, addr)["state"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    /// Asserts that every in-flight count in the JSON status returns to 0.
+    pub fn assert_in_flight_returns_to_zero(&self) {
+        assert!(
+            wait_until(Duration::from_secs(10), || self.total_in_flight() == 0),
+            "in-flight counts stuck: {}",
+            self.get("/nginx-status/json").body
+        );
+    }
 }
