@@ -12,6 +12,8 @@ pub struct Args {
     pub config: PathBuf,
     /// `-t`: validate the config and exit.
     pub test: bool,
+    /// `-T`: validate the config, print the settings an upgrade needs, exit.
+    pub settings: bool,
     /// `-u`: take the listening sockets over from a running instance.
     pub upgrade: bool,
     /// `-d`: run in the background.
@@ -31,16 +33,19 @@ pub enum Command {
 
 /// Usage text.
 pub const USAGE: &str = "\
-usage: fulcrum [-t] [-u] [-d] [-c FILE]
+usage: fulcrum [-t|-T] [-u] [-d] [-c FILE]
   -c, --conf FILE   config file (default /etc/fulcrum/fulcrum.yaml)
   -t, --test        check the config and exit (0: configuration OK)
+  -T, --settings    check the config, print the settings an upgrade script
+                    needs (pid_file, upgrade_sock, timeouts, health_url) as
+                    key=value lines, and exit
   -u, --upgrade     take the listening sockets over from the running instance
                     (send it SIGQUIT afterwards)
   -d, --daemon      run in the background
   -h, --help        this text
   -V, --version     print the version
 signals: SIGTERM graceful stop, SIGINT fast stop, SIGQUIT hand sockets to an
-upgrading process, then drain and exit
+upgrading process, then drain and exit, SIGHUP reload pools and routes
 ";
 
 /// Parses `args` (without the program name).
@@ -48,6 +53,7 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, String>
     let mut out = Args {
         config: PathBuf::from(DEFAULT_CONFIG),
         test: false,
+        settings: false,
         upgrade: false,
         daemon: false,
     };
@@ -61,6 +67,7 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, String>
                     .into()
             }
             "-t" | "--test" => out.test = true,
+            "-T" | "--settings" => out.settings = true,
             "-u" | "--upgrade" => out.upgrade = true,
             "-d" | "--daemon" => out.daemon = true,
             "-h" | "--help" => return Ok(Command::Help),
@@ -85,12 +92,16 @@ mod tests {
         let Command::Run(a) = p(&["-t", "-c", "x.yaml"]).unwrap() else {
             panic!()
         };
-        assert!(a.test && !a.upgrade);
+        assert!(a.test && !a.upgrade && !a.settings);
         assert_eq!(a.config, PathBuf::from("x.yaml"));
         let Command::Run(a) = p(&["-u", "-d", "--conf=y"]).unwrap() else {
             panic!()
         };
         assert!(a.upgrade && a.daemon);
+        let Command::Run(a) = p(&["-T"]).unwrap() else {
+            panic!()
+        };
+        assert!(a.settings && !a.test);
         assert!(p(&["-c"]).is_err());
         assert!(p(&["--bogus"]).is_err());
         assert_eq!(p(&["-h"]).unwrap(), Command::Help);

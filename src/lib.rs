@@ -8,15 +8,19 @@
 //! - `status`: /health, stub_status, JSON
 //! - `access_log`: one line per request, written off the request path
 //! - `runtime`: the swappable running configuration
+//! - `reload`: SIGHUP re-reads the config and swaps the runtime
+//! - `drain`: letting clients go when the process is upgraded or stopped
 //! - `service`: assembling and running the Pingora server
 
 pub mod access_log;
 pub mod cli;
 pub mod config;
+pub mod drain;
 pub mod health_check;
 pub mod local_response;
 pub mod pool;
 pub mod proxy;
+pub mod reload;
 pub mod router;
 pub mod runtime;
 pub mod service;

@@ -1,10 +1,14 @@
 //! fulcrum's command line: parse, load and validate the config, run.
+//!
+//! The config is validated before the Pingora server exists, so an upgrade
+//! (`-u`) with an invalid file exits here, before it asks the running
+//! process for its sockets.
 
 use fulcrum::cli::{self, Command};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let args = match cli::parse(std::env::args().skip(1)) {
+    let mut args = match cli::parse(std::env::args().skip(1)) {
         Ok(Command::Run(args)) => args,
         Ok(Command::Help) => {
             print!("{}", cli::USAGE);
@@ -29,6 +33,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if args.settings {
+        print!("{}", fulcrum::service::settings_text(&loaded));
+        return ExitCode::SUCCESS;
+    }
     if args.test {
         println!(
             "fulcrum: configuration file {} OK\nconfiguration OK",
@@ -37,6 +45,10 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    // SIGHUP re-reads the file, and a daemon runs in `/`.
+    if let Ok(abs) = std::path::absolute(&args.config) {
+        args.config = abs;
+    }
     match fulcrum::service::run(&args, loaded) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

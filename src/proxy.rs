@@ -10,6 +10,7 @@
 //! logging          settles the attempt, writes the access log record
 
 use crate::access_log::{AccessLog, AttemptLog, Record};
+use crate::drain;
 use crate::local_response::{respond, respond_text};
 use crate::pool::{InFlight, Pool};
 use crate::router::BadPath;
@@ -179,10 +180,12 @@ impl ProxyHttp for Fulcrum {
 
     async fn early_request_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         ctx._request = Some(self.counters.request_started());
+        // Here too, so that responses fulcrum writes itself carry it.
+        drain::close_connection_if_draining(session);
         Ok(())
     }
 
@@ -305,10 +308,8 @@ impl ProxyHttp for Fulcrum {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         resp.insert_header("X-Request-Id", ctx.request_id.as_str())?;
-        if session.is_process_shutting_down() {
-            // Old process after an upgrade: move keepalive clients to the new one.
-            session.set_keepalive(None);
-        }
+        // Old process after an upgrade: move keepalive clients to the new one.
+        drain::close_connection_if_draining(session);
         Ok(())
     }
 

@@ -1,22 +1,38 @@
 //! Assembles the Pingora server: the proxy service on every `listen`
-//! address, the health checker, and runs it.
+//! address, the health checker, the SIGHUP reloader, and runs it.
+//!
+//! Order matters for upgrades (`-u`): everything that can fail is done
+//! before `bootstrap()`, which is where Pingora takes the listening sockets
+//! from the running process; after that, failing would leave nobody serving.
 
 use crate::access_log::AccessLog;
 use crate::cli::Args;
 use crate::config::Loaded;
+use crate::drain::{LingeringCleanup, SignalWatch};
 use crate::health_check::HealthChecker;
 use crate::proxy::Fulcrum;
+use crate::reload::{self, Fixed, Reloader};
 use crate::runtime::{Runtime, SharedRuntime};
 use crate::status::{CountConnections, Counters};
 use arc_swap::ArcSwap;
 use pingora::server::configuration::Opt;
-use pingora::server::Server;
+use pingora::server::{RunArgs, Server};
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
+
+/// Pingora's default `grace_period_seconds` when the file sets none.
+const DEFAULT_GRACE_PERIOD: u64 = 300;
+/// Pingora's default `graceful_shutdown_timeout_seconds`.
+const DEFAULT_SHUTDOWN_TIMEOUT: u64 = 5;
+/// Seconds an old process keeps accepting after handing its sockets over
+/// (`CLOSE_TIMEOUT` in pingora-core's server/mod.rs, not configurable).
+pub const HANDOVER_ACCEPT_SECONDS: u64 = 5;
 
 /// Builds every service and runs until a signal stops the process.
 pub fn run(args: &Args, loaded: Loaded) -> Result<(), String> {
+    let fixed = Fixed::of(&loaded);
     let Loaded { config, mut server } = loaded;
     // Pingora stops retrying after `max_retries` attempts; let our own
     // `retry.tries` policy be the limit.
@@ -38,6 +54,9 @@ pub fn run(args: &Args, loaded: Loaded) -> Result<(), String> {
     access_log
         .check()
         .map_err(|e| format!("access_log: cannot open: {e}"))?;
+    let listen = config.listen.clone();
+    let runtime: SharedRuntime = Arc::new(ArcSwap::from_pointee(Runtime::build(config, None, 1)));
+    reload::guard_sighup();
 
     let opt = Opt {
         upgrade: args.upgrade,
@@ -46,11 +65,16 @@ pub fn run(args: &Args, loaded: Loaded) -> Result<(), String> {
         test: false,
         conf: None,
     };
-    let listen = config.listen.clone();
     let mut pingora_server = Server::new_with_opt_and_conf(opt, server);
+    // With -u: waits on upgrade_sock for the old process's sockets (exits 1
+    // if none come). From here on this process is the one serving.
     pingora_server.bootstrap();
+    if !args.daemon {
+        // Pingora writes the pid file only when it daemonizes; the upgrade
+        // script and status tools need it in the foreground too.
+        write_pid_file(&pingora_server.configuration.pid_file);
+    }
 
-    let runtime: SharedRuntime = Arc::new(ArcSwap::from_pointee(Runtime::build(config, None, 1)));
     let counters = Arc::new(Counters::default());
     let proxy = pingora::proxy::http_proxy(
         &pingora_server.configuration,
@@ -58,7 +82,7 @@ pub fn run(args: &Args, loaded: Loaded) -> Result<(), String> {
     );
     let mut service = Service::new(
         "fulcrum proxy".to_string(),
-        CountConnections::new(proxy, counters),
+        LingeringCleanup::new(CountConnections::new(proxy, counters)),
     );
     for addr in &listen {
         service.add_tcp(&addr.to_string());
@@ -68,5 +92,101 @@ pub fn run(args: &Args, loaded: Loaded) -> Result<(), String> {
         "health checks",
         HealthChecker::new(Arc::clone(&runtime)),
     ));
-    pingora_server.run_forever()
+    pingora_server.add_service(background_service(
+        "reload",
+        Reloader::new(args.config.clone(), runtime, fixed),
+    ));
+    pingora_server.run(RunArgs {
+        shutdown_signal: Box::new(SignalWatch),
+    });
+    Ok(())
+}
+
+/// Writes our pid to `path` the way Pingora's daemon mode does: an existing
+/// file is first moved to `path.old`. The content appears atomically.
+fn write_pid_file(path: &str) {
+    let old = format!("{path}.old");
+    let tmp = format!("{path}.{}.tmp", std::process::id());
+    let _ = std::fs::rename(path, &old);
+    let written = std::fs::write(&tmp, format!("{}\n", std::process::id()))
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if let Err(e) = written {
+        // Not fatal: the sockets may already be ours, so exiting would leave
+        // nobody serving. Upgrades need the file, so say so loudly.
+        log::error!("cannot write pid file {path}: {e}; upgrades need it");
+        let _ = std::fs::remove_file(&tmp);
+    }
+}
+
+/// The settings an upgrade script needs, as `key=value` lines (`fulcrum -T`).
+pub fn settings_text(loaded: &Loaded) -> String {
+    let s = &loaded.server;
+    let c = &loaded.config;
+    let grace = s.grace_period_seconds.unwrap_or(DEFAULT_GRACE_PERIOD);
+    let shutdown = s
+        .graceful_shutdown_timeout_seconds
+        .unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT);
+    let mut out = format!(
+        "pid_file={}\nupgrade_sock={}\ngrace_period_seconds={grace}\n\
+         graceful_shutdown_timeout_seconds={shutdown}\n\
+         old_process_exit_seconds={}\n",
+        s.pid_file,
+        s.upgrade_sock,
+        HANDOVER_ACCEPT_SECONDS + grace + shutdown,
+    );
+    if let Some(first) = c.listen.first() {
+        // A wildcard address is probed on loopback.
+        let ip = match first.ip() {
+            IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+            ip => ip,
+        };
+        let host = match ip {
+            IpAddr::V4(ip) => ip.to_string(),
+            IpAddr::V6(ip) => format!("[{ip}]"),
+        };
+        out.push_str(&format!(
+            "health_url=http://{host}:{}{}\n",
+            first.port(),
+            c.health_path
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_for_the_upgrade_script() {
+        let loaded = crate::config::from_str(
+            "pid_file: /run/f/f.pid\nupgrade_sock: /run/f/u.sock\ngrace_period_seconds: 3\n\
+             listen: [\"0.0.0.0:8080\", \"127.0.0.1:9\"]\nhealth_path: /hc\n",
+            &|_| None,
+        )
+        .unwrap();
+        assert_eq!(
+            settings_text(&loaded),
+            "pid_file=/run/f/f.pid\nupgrade_sock=/run/f/u.sock\ngrace_period_seconds=3\n\
+             graceful_shutdown_timeout_seconds=5\nold_process_exit_seconds=13\n\
+             health_url=http://127.0.0.1:8080/hc\n"
+        );
+    }
+
+    #[test]
+    fn pid_file_moves_the_old_one_aside() {
+        let dir = std::env::temp_dir().join(format!("fulcrum-pid-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("f.pid");
+        std::fs::write(&path, "1\n").unwrap();
+        write_pid_file(path.to_str().unwrap());
+        let me = format!("{}\n", std::process::id());
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), me);
+        assert_eq!(
+            std::fs::read_to_string(dir.join("f.pid.old")).unwrap(),
+            "1\n"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -1,0 +1,118 @@
+//! How a process that is being replaced (SIGQUIT: graceful upgrade) or
+//! stopped (SIGTERM) lets its clients go without failing a single request.
+//!
+//! Pingora's own sequence after SIGQUIT (pingora-core `server/mod.rs`,
+//! `Server::main_loop`): send the listening sockets over `upgrade_sock`, keep
+//! accepting for a fixed 5 s (`CLOSE_TIMEOUT`), then stop accepting, wait
+//! `grace_period_seconds`, and exit. Two details of it would fail requests:
+//!
+//! - keepalive connections keep being kept alive during those 5 s, because
+//!   `Session::is_process_shutting_down()` only turns true later, so clients
+//!   learn nothing;
+//! - when the accept loops end, the proxy's `http_cleanup` at once drops every
+//!   connection that is waiting for a request (pingora-proxy
+//!   `HttpProxy::handle_new_request`), including one whose request is on the
+//!   wire: that client gets EOF instead of a response.
+//!
+//! So: from the signal on, every response carries `Connection: close`
+//! ([`close_connection_if_draining`]), which moves keepalive clients to the
+//! new process at their next request; and the drop of waiting connections is
+//! postponed by [`IDLE_CLOSE_DELAY`] ([`LingeringCleanup`]), long enough for a
+//! request already sent to be read and answered.
+
+use async_trait::async_trait;
+use pingora::apps::ServerApp;
+use pingora::protocols::Stream;
+use pingora::proxy::Session;
+use pingora::server::{ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::signal::unix::{signal, SignalKind};
+
+/// Set once SIGQUIT or SIGTERM arrived; never cleared (the process is leaving).
+static DRAINING: AtomicBool = AtomicBool::new(false);
+
+/// How long connections waiting for their next request are left open after
+/// the listeners stopped, before Pingora's cleanup closes them.
+pub const IDLE_CLOSE_DELAY: Duration = Duration::from_secs(1);
+
+/// Whether this process is handing over or stopping.
+pub fn is_draining() -> bool {
+    DRAINING.load(Ordering::Relaxed)
+}
+
+/// Turns keepalive off for this request's response when the process is
+/// leaving, so the client reconnects (to the new process after an upgrade).
+pub fn close_connection_if_draining(session: &mut Session) {
+    if is_draining() || session.is_process_shutting_down() {
+        session.set_keepalive(None);
+    }
+}
+
+/// Pingora's signal mapping (QUIT upgrade, TERM graceful stop, INT fast
+/// stop), plus marking the process as draining the moment QUIT or TERM
+/// arrives rather than 5 s later.
+pub struct SignalWatch;
+
+#[async_trait]
+impl ShutdownSignalWatch for SignalWatch {
+    async fn recv(&self) -> ShutdownSignal {
+        let (Ok(mut quit), Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::quit()),
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            log::error!("cannot listen for SIGQUIT/SIGTERM/SIGINT; stopping");
+            return ShutdownSignal::FastShutdown;
+        };
+        tokio::select! {
+            _ = quit.recv() => {
+                DRAINING.store(true, Ordering::Relaxed);
+                log::info!(
+                    "SIGQUIT: handing the listening sockets to the new process; \
+                     responses now carry Connection: close"
+                );
+                ShutdownSignal::GracefulUpgrade
+            }
+            _ = term.recv() => {
+                DRAINING.store(true, Ordering::Relaxed);
+                log::info!("SIGTERM: graceful stop; responses now carry Connection: close");
+                ShutdownSignal::GracefulTerminate
+            }
+            _ = int.recv() => ShutdownSignal::FastShutdown,
+        }
+    }
+}
+
+/// Wraps the listening app so that its cleanup (which drops connections
+/// waiting for a request) runs [`IDLE_CLOSE_DELAY`] after the listeners
+/// stopped instead of at once.
+pub struct LingeringCleanup<A> {
+    inner: Arc<A>,
+}
+
+impl<A> LingeringCleanup<A> {
+    /// Delays the cleanup of `inner`.
+    pub fn new(inner: A) -> Self {
+        LingeringCleanup {
+            inner: Arc::new(inner),
+        }
+    }
+}
+
+#[async_trait]
+impl<A: ServerApp + Send + Sync + 'static> ServerApp for LingeringCleanup<A> {
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        self.inner.process_new(stream, shutdown).await
+    }
+
+    async fn cleanup(&self) {
+        tokio::time::sleep(IDLE_CLOSE_DELAY).await;
+        self.inner.cleanup().await
+    }
+}
