@@ -242,3 +242,36 @@ fn max_conns_sends_the_second_concurrent_request_elsewhere_and_503_when_all_are_
     assert_eq!(get(addr, "/api/x").status, 200, "free again");
     f.assert_in_flight_returns_to_zero();
 }
+
+#[test]
+fn a_tcp_check_takes_out_a_server_that_no_longer_accepts_connections() {
+    let mut gone = Backends::start(&["gone"], &[]);
+    let b = Backends::start(&["b"], &[]);
+    let addr = gone.addr("gone");
+    let f = Fulcrum::start(&one_pool(
+        "svc",
+        "/api",
+        &[addr, b.addr("b")],
+        // max_fails 0: only the active check may take it out.
+        "max_fails: 0\nhealth_check: { type: tcp, interval: 200ms, timeout: 150ms, rise: 2, fall: 3 }",
+    ));
+    gone.kill();
+    watch(
+        &f,
+        addr,
+        Duration::from_secs(10),
+        |_| {},
+        |s| s["state"] == "unhealthy",
+    );
+    let s = f.server_status("svc", addr);
+    let err = s["active"]["last_error"].as_str().unwrap_or_default();
+    assert!(err.starts_with("connect:"), "{s}");
+    // Requests now go to b only: none is even tried on the dead server.
+    assert!(send(&f, 10).iter().all(|n| n == "b"));
+    let log = f.wait_access_log(10);
+    assert!(
+        log.iter().all(|l| l.upstreams == vec![b.addr("b")]),
+        "{log:?}"
+    );
+    f.assert_in_flight_returns_to_zero();
+}

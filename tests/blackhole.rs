@@ -254,7 +254,7 @@ fn a_blackholed_server_costs_at_most_connect_timeout_and_requests_keep_succeedin
         "a request took {worst:?} (connect_timeout {CONNECT_TIMEOUT:?})"
     );
     let hit: Vec<AccessLine> = f
-        .access_log()
+        .wait_access_log(latencies.len())
         .into_iter()
         .filter(|l| l.upstreams.first() == Some(&far_addr) && l.uri.starts_with("/api/x?i="))
         .collect();

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod lifecycle;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -536,7 +538,7 @@ impl AccessLine {
         static RE: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
         let re = RE.get_or_init(|| {
             regex::Regex::new(
-                r#"^\S+ \[\d+\.\d+\] "(\S+) (\S+)" (\d+) pool=(\S+) upstream=(.+) upstream_status=(.+) upstream_time=(.+) total=(\S+) id=\S+$"#,
+                r#"^\S+ \[\d+\.\d+\] "(\S+) (\S+)" (\d+) pool=(\S+) upstream=(.+) upstream_status=(.+) upstream_time=(.+) total=(\S+) id=\S*$"#,
             )
             .unwrap()
         });
@@ -562,16 +564,19 @@ impl AccessLine {
 }
 
 impl Fulcrum {
-    /// Access log lines written so far, in order.
+    /// Access log lines of routed requests written so far, in order
+    /// (local answers such as /health and the status pages are left out,
+    /// so that polling the status does not shift the lines).
     pub fn access_log(&self) -> Vec<AccessLine> {
         self.log_text()
             .lines()
             .filter_map(AccessLine::parse)
+            .filter(|l| l.pool != "-")
             .collect()
     }
 
-    /// Waits until at least `n` access log lines are written (the log has
-    /// its own writer thread) and returns them all.
+    /// Waits until at least `n` access log lines of routed requests are
+    /// written (the log has its own writer thread) and returns them all.
     pub fn wait_access_log(&self, n: usize) -> Vec<AccessLine> {
         let ok = wait_until(Duration::from_secs(10), || self.access_log().len() >= n);
         let lines = self.access_log();
