@@ -7,6 +7,10 @@
 
 mod common;
 use common::*;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::Arc;
 
 /// Pool `svc` at `/api`: `a` (weight 100, tried first) and `b`.
 fn conf(b: &Backends, extra: &str) -> String {
@@ -218,5 +222,68 @@ fn timeouts_on_every_server_give_504_naming_the_pool() {
     );
     let log = f.wait_access_log(1);
     assert_eq!(log[0].upstream_statuses, vec![504, 504]);
+    f.assert_in_flight_returns_to_zero();
+}
+
+#[test]
+fn retry_timeout_stops_further_attempts() {
+    let b = Backends::start(&["a", "b", "c"], &[]);
+    let servers = [b.addr("a"), b.addr("b"), b.addr("c")];
+    // Each attempt times out after 500ms; the second ends past the 750ms
+    // retry.timeout, so the third server is never tried.
+    let f = Fulcrum::start(&one_pool(
+        "svc",
+        "/api",
+        &servers,
+        "max_fails: 0\nread_timeout: 500ms\nretry: { timeout: 750ms }",
+    ));
+    let r = f.get("/api/x?delay_ms=3000");
+    assert_eq!(r.status, 504, "{}", r.body);
+    let total = b.requests("a") + b.requests("b") + b.requests("c");
+    assert_eq!(total, 2, "two attempts, not three");
+    let log = f.wait_access_log(1);
+    assert_eq!(log[0].upstream_statuses, vec![504, 504]);
+    f.assert_in_flight_returns_to_zero();
+}
+
+/// A one-connection server that answers with a body shorter than its
+/// Content-Length and closes; returns its address and how many requests it got.
+fn truncating_server() -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let count = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::clone(&count);
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            seen.fetch_add(1, SeqCst);
+            let mut buf = [0u8; 4096];
+            let _ = conn.read(&mut buf);
+            let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial");
+        }
+    });
+    (addr, count)
+}
+
+#[test]
+fn nothing_is_retried_once_response_bytes_went_to_the_client() {
+    let b = Backends::start(&["b"], &[]);
+    let (trunc, received) = truncating_server();
+    let f = Fulcrum::start(&pool_with(
+        "svc",
+        "/api",
+        &[(trunc, "weight: 100"), (b.addr("b"), "")],
+        "max_fails: 5",
+    ));
+    // The client sees the 200 header, then the connection ends early.
+    let result = try_request(f.addr, "GET", "/api/x", &[], b"");
+    let err = result.expect_err("a truncated body cannot be read to its length");
+    assert_eq!(err.kind(), std::io::ErrorKind::UnexpectedEof, "{err}");
+    assert_eq!(received.load(SeqCst), 1);
+    assert_eq!(b.requests("b"), 0, "not retried after the header went out");
+    let s = f.server_status("svc", trunc);
+    assert_eq!(s["failures"], 1, "a truncated response is a failure: {s}");
+    let log = f.wait_access_log(1);
+    assert_eq!(log[0].upstreams, vec![trunc]);
     f.assert_in_flight_returns_to_zero();
 }
