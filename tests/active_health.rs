@@ -58,6 +58,7 @@ fn a_server_failing_its_checks_is_out_after_fall_checks_and_back_after_rise() {
     let a = b.addr("a");
     let f = Fulcrum::start(&one_pool("svc", "/api", &[a, b.addr("b")], &check_conf("")));
     assert!(send(&f, 10).contains(&"a".to_string()));
+    let since_up = f.server_status("svc", a)["active"]["since_unix_ms"].clone();
 
     b.control("a", "/__control/health?fail=1");
     let mut seen_counting = false;
@@ -84,6 +85,10 @@ fn a_server_failing_its_checks_is_out_after_fall_checks_and_back_after_rise() {
     );
     let s = f.server_status("svc", a);
     assert_eq!(s["active"]["last_error"], "status 503", "{s}");
+    assert!(
+        s["active"]["since_unix_ms"].as_u64() > since_up.as_u64(),
+        "since when: {s}"
+    );
     let before = b.requests("a");
     assert!(send(&f, 20).iter().all(|n| n == "b"));
     assert_eq!(
