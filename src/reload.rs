@@ -30,6 +30,8 @@ pub struct Fixed {
     pingora: serde_yaml::Mapping,
     listen: Vec<SocketAddr>,
     access_log: AccessLogTarget,
+    /// Pingora's retry ceiling as the process computed it at start.
+    retry_limit: usize,
 }
 
 impl Fixed {
@@ -39,6 +41,7 @@ impl Fixed {
             pingora: pingora_settings(&loaded.server),
             listen: loaded.config.listen.clone(),
             access_log: loaded.config.access_log.clone(),
+            retry_limit: crate::service::retry_limit(&loaded.config, loaded.server.max_retries),
         }
     }
 
@@ -72,6 +75,14 @@ impl Fixed {
                 "access_log: {} -> {}",
                 log_target(&self.access_log),
                 log_target(&next.access_log)
+            ));
+        }
+        if next.retry_limit > self.retry_limit {
+            // A larger pool or retry.tries than the process was started for:
+            // Pingora would cut retries short.
+            out.push(format!(
+                "retry limit (largest pool or retry.tries): {} -> {}",
+                self.retry_limit, next.retry_limit
             ));
         }
         out
@@ -367,6 +378,14 @@ mod tests {
             &[("127.0.0.1:1", 1)],
         )));
         assert!(a.changes(&a).is_empty());
+        let many: Vec<(String, u32)> = (1..=20).map(|p| (format!("127.0.0.1:{p}"), 1)).collect();
+        let many: Vec<(&str, u32)> = many.iter().map(|(a, w)| (a.as_str(), *w)).collect();
+        let big = Fixed::of(&load(&doc(HEAD, &many)));
+        assert_eq!(
+            a.changes(&big),
+            vec!["retry limit (largest pool or retry.tries): 16 -> 20"]
+        );
+        assert!(big.changes(&a).is_empty());
         let c = b.changes(&a);
         assert_eq!(
             c,

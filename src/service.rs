@@ -7,7 +7,7 @@
 
 use crate::access_log::AccessLog;
 use crate::cli::Args;
-use crate::config::Loaded;
+use crate::config::{Config, Loaded};
 use crate::drain::{LingeringCleanup, SignalWatch};
 use crate::health_check::HealthChecker;
 use crate::proxy::Fulcrum;
@@ -34,21 +34,7 @@ pub const HANDOVER_ACCEPT_SECONDS: u64 = 5;
 pub fn run(args: &Args, loaded: Loaded) -> Result<(), String> {
     let fixed = Fixed::of(&loaded);
     let Loaded { config, mut server } = loaded;
-    // Pingora stops retrying after `max_retries` attempts; let our own
-    // `retry.tries` policy be the limit.
-    let largest_pool = config
-        .pools
-        .iter()
-        .map(|p| p.servers.len())
-        .max()
-        .unwrap_or(1);
-    let largest_tries = config
-        .pools
-        .iter()
-        .map(|p| p.retry.tries as usize)
-        .max()
-        .unwrap_or(1);
-    server.max_retries = server.max_retries.max(largest_pool).max(largest_tries);
+    server.max_retries = retry_limit(&config, server.max_retries);
 
     let access_log = AccessLog::new(&config.access_log);
     access_log
@@ -100,6 +86,24 @@ pub fn run(args: &Args, loaded: Loaded) -> Result<(), String> {
         shutdown_signal: Box::new(SignalWatch),
     });
     Ok(())
+}
+
+/// Pingora stops retrying after `max_retries` attempts; raise it so that our
+/// own `retry.tries` policy (0: every server of the pool) is the limit.
+pub fn retry_limit(config: &Config, max_retries: usize) -> usize {
+    let largest_pool = config
+        .pools
+        .iter()
+        .map(|p| p.servers.len())
+        .max()
+        .unwrap_or(1);
+    let largest_tries = config
+        .pools
+        .iter()
+        .map(|p| p.retry.tries as usize)
+        .max()
+        .unwrap_or(1);
+    max_retries.max(largest_pool).max(largest_tries)
 }
 
 /// Writes our pid to `path` the way Pingora's daemon mode does: an existing
