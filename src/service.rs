@@ -40,6 +40,7 @@ pub fn run(args: &Args, loaded: Loaded) -> Result<(), String> {
     access_log
         .check()
         .map_err(|e| format!("access_log: cannot open: {e}"))?;
+    check_pid_dir(&server.pid_file)?;
     let listen = config.listen.clone();
     let runtime: SharedRuntime = Arc::new(ArcSwap::from_pointee(Runtime::build(config, None, 1)));
     reload::guard_sighup();
@@ -104,6 +105,24 @@ pub fn retry_limit(config: &Config, max_retries: usize) -> usize {
         .max()
         .unwrap_or(1);
     max_retries.max(largest_pool).max(largest_tries)
+}
+
+/// Fails unless the pid file's directory takes a new file: found out after
+/// `bootstrap()`, with `-d` Pingora would panic holding the sockets.
+fn check_pid_dir(pid_file: &str) -> Result<(), String> {
+    let dir = match std::path::Path::new(pid_file).parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    let probe = dir.join(format!(".fulcrum-check-{}", std::process::id()));
+    std::fs::write(&probe, b"")
+        .and_then(|()| std::fs::remove_file(&probe))
+        .map_err(|e| {
+            format!(
+                "pid_file {pid_file}: cannot create files in {}: {e}",
+                dir.display()
+            )
+        })
 }
 
 /// Writes our pid to `path` the way Pingora's daemon mode does: an existing
@@ -176,6 +195,17 @@ mod tests {
              graceful_shutdown_timeout_seconds=5\nold_process_exit_seconds=13\n\
              health_url=http://127.0.0.1:8080/hc\n"
         );
+    }
+
+    #[test]
+    fn pid_dir_must_take_files() {
+        assert!(check_pid_dir("/nonexistent-dir/f.pid")
+            .unwrap_err()
+            .starts_with(
+                "pid_file /nonexistent-dir/f.pid: cannot create files in /nonexistent-dir"
+            ));
+        let tmp = std::env::temp_dir().join("f.pid");
+        assert!(check_pid_dir(tmp.to_str().unwrap()).is_ok());
     }
 
     #[test]

@@ -14,22 +14,45 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// Pids to stop when the test ends, also on panic: SIGINT (fast stop), then
-/// SIGKILL for any still alive after 5 s.
-#[derive(Default)]
-pub struct Pids(Mutex<Vec<u32>>);
+/// SIGKILL for any still alive after 5 s. Only processes whose command line
+/// contains `marker` are signalled, so a pid reused by an unrelated process
+/// since is left alone.
+pub struct Pids {
+    pids: Mutex<Vec<u32>>,
+    marker: String,
+}
 
 impl Pids {
+    pub fn new(marker: &str) -> Pids {
+        Pids {
+            pids: Mutex::new(vec![]),
+            marker: marker.to_string(),
+        }
+    }
+
     pub fn add(&self, pid: u32) {
-        let mut v = self.0.lock().unwrap();
+        let mut v = self.pids.lock().unwrap();
         if !v.contains(&pid) {
             v.push(pid);
         }
+    }
+
+    fn ours(&self, pid: u32) -> bool {
+        std::fs::read(format!("/proc/{pid}/cmdline"))
+            .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&self.marker))
     }
 }
 
 impl Drop for Pids {
     fn drop(&mut self) {
-        let pids = self.0.lock().map(|v| v.clone()).unwrap_or_default();
+        let pids: Vec<u32> = self
+            .pids
+            .lock()
+            .map(|v| v.clone())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|&p| self.ours(p))
+            .collect();
         for &p in &pids {
             if pid_alive(p) {
                 signal(p, "INT");
@@ -40,7 +63,7 @@ impl Drop for Pids {
             std::thread::sleep(Duration::from_millis(20));
         }
         for &p in &pids {
-            if pid_alive(p) {
+            if pid_alive(p) && self.ours(p) {
                 signal(p, "KILL");
             }
         }
@@ -126,7 +149,7 @@ impl Daemon {
             sock: dir.path("upgrade.sock"),
             log: dir.path("fulcrum.log"),
             addr: format!("127.0.0.1:{port}").parse().unwrap(),
-            pids: Pids::default(),
+            pids: Pids::new(&dir.path("fulcrum.yaml").to_string_lossy()),
             dir,
         };
         let head = format!(
@@ -168,6 +191,17 @@ impl Daemon {
             try_request(self.addr, "GET", "/health", &[], b"").is_ok_and(|r| r.status == 200)
         });
         assert!(ok, "no /health; log:\n{}", self.log_text());
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        // Also whatever an interrupted upgrade left running.
+        for file in [self.pid_file.clone(), self.dir.path("fulcrum.pid.old")] {
+            if let Some(p) = read_pid(&file) {
+                self.pids.add(p);
+            }
+        }
     }
 }
 
