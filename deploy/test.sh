@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of fulcrum: formatting, lints, unit and integration tests.
 # Installs what the build and the tests need on Debian (cmake for Pingora's
-# zlib-ng; iproute2 for the network-namespace tests) when missing.
+# zlib-ng; iproute2 and curl for the network-namespace tests; shellcheck for
+# the deploy scripts) when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,6 +10,7 @@ need=()
 command -v cmake >/dev/null || need+=(cmake)
 command -v ip >/dev/null || need+=(iproute2)
 command -v curl >/dev/null || need+=(curl)
+command -v shellcheck >/dev/null || need+=(shellcheck)
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" -eq 0 ]; then SUDO=(); else SUDO=(sudo); fi
     echo "test.sh: installing ${need[*]}"
@@ -16,6 +18,9 @@ if [ ${#need[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive "${SUDO[@]}" apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
+echo "test.sh: shellcheck"
+mapfile -t scripts < <(find deploy .ci -type f \( -name '*.sh' -o -name fulcrum-upgrade -o -path .ci/run \))
+shellcheck "${scripts[@]}"
 echo "test.sh: cargo fmt --check"
 cargo fmt --all -- --check
 echo "test.sh: cargo clippy"

@@ -14,9 +14,11 @@
 
 pub mod access_log;
 pub mod cli;
+pub mod client_conn;
 pub mod config;
 pub mod drain;
 pub mod health_check;
+pub mod limits;
 pub mod local_response;
 pub mod pool;
 pub mod proxy;

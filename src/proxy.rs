@@ -10,7 +10,7 @@
 //! logging          settles the attempt, writes the access log record
 
 use crate::access_log::{AccessLog, AttemptLog, Record};
-use crate::drain;
+use crate::{client_conn, drain, limits};
 use crate::local_response::{respond, respond_text};
 use crate::pool::{InFlight, Pool};
 use crate::router::BadPath;
@@ -74,6 +74,9 @@ pub struct RequestCtx {
     deadline: Option<Instant>,
     /// Status of a response fulcrum wrote itself.
     local_status: Option<u16>,
+    /// Request body bytes read so far, and `limits.client_max_body_size`.
+    body_bytes: u64,
+    body_limit: u64,
 }
 
 impl RequestCtx {
@@ -175,6 +178,8 @@ impl ProxyHttp for Fulcrum {
             last_failure: None,
             deadline: None,
             local_status: None,
+            body_bytes: 0,
+            body_limit: 0,
         }
     }
 
@@ -184,6 +189,16 @@ impl ProxyHttp for Fulcrum {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         ctx._request = Some(self.counters.request_started());
+        client_conn::header_received(session);
+        {
+            let rt = self.runtime.load();
+            let l = &rt.config.limits;
+            session.set_keepalive(limits::keepalive_secs(l));
+            session.set_read_timeout(Some(l.client_body_timeout));
+            ctx.body_limit = l.client_max_body_size;
+            let raw = session.as_ref().to_h1_raw();
+            limits::check_request(&raw, session.req_header(), l).map_err(|r| r.into_error())?;
+        }
         // Here too, so that responses fulcrum writes itself carry it.
         drain::close_connection_if_draining(session);
         Ok(())
@@ -220,6 +235,7 @@ impl ProxyHttp for Fulcrum {
             .pool
             .clone()
             .expect("request_filter routed this request");
+        ctx.body_bytes = 0; // each attempt sends the body from its start
         if let Some(stale) = ctx.current.take() {
             // An attempt ended without a verdict; it cannot be reused.
             drop(stale);
@@ -244,6 +260,24 @@ impl ProxyHttp for Fulcrum {
         peer.options.idle_timeout = Some(Duration::from_secs(60));
         peer.options.tcp_keepalive = Some(dead_peer_detection(cfg.connect_timeout));
         Ok(Box::new(peer))
+    }
+
+    /// Counts the body as it streams (chunked bodies have no length
+    /// upfront): past `client_max_body_size` the request ends with 413.
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<bytes::Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(b) = body {
+            ctx.body_bytes += b.len() as u64;
+            if limits::body_too_large(ctx.body_bytes, ctx.body_limit) {
+                return Err(limits::body_reject(ctx.body_limit).into_error());
+            }
+        }
+        Ok(())
     }
 
     async fn upstream_request_filter(
@@ -388,6 +422,7 @@ impl ProxyHttp for Fulcrum {
                 ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed,
                 ErrorSource::Downstream,
             ) => 0,
+            (ErrorType::ReadTimedout, ErrorSource::Downstream) => 408, // client_body_timeout
             (_, ErrorSource::Downstream) => 400,
             _ => 500,
         };
@@ -405,8 +440,7 @@ impl ProxyHttp for Fulcrum {
                     "504 Gateway Timeout: upstream timed out in pool {}",
                     p.name()
                 ),
-                (_, 400) => "400 Bad Request".to_string(),
-                _ => format!("{code} error"),
+                _ => limits::error_text(code, e),
             };
             let _ = respond(
                 session,
@@ -416,6 +450,9 @@ impl ProxyHttp for Fulcrum {
                 &[("X-Request-Id", ctx.request_id.as_str())],
             )
             .await;
+            if code == 413 {
+                limits::discard_body(session).await;
+            }
         }
         ctx.local_status = Some(code);
         FailToProxy {
@@ -425,6 +462,8 @@ impl ProxyHttp for Fulcrum {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        let header_timeout = self.runtime.load().config.limits.client_header_timeout;
+        client_conn::expect_next_header(session, header_timeout);
         if let Some(mut attempt) = ctx.current.take() {
             match e {
                 None => attempt.succeed(),
@@ -477,6 +516,7 @@ impl Fulcrum {
             }
             Err(BadPath::ClimbsOut) => {
                 ctx.local_status = Some(400);
+                session.set_keepalive(None); // a hostile request: close
                 respond_text(
                     session,
                     400,
@@ -487,6 +527,7 @@ impl Fulcrum {
             }
             Err(BadPath::Malformed) => {
                 ctx.local_status = Some(400);
+                session.set_keepalive(None);
                 respond_text(session, 400, "400 Bad Request: malformed path").await?;
                 return Ok(true);
             }

@@ -6,6 +6,13 @@
 //! segments merged). A request whose dot segments would move it out of the
 //! prefix it was written under (`/api/users/../orders`) is rejected, so an
 //! access rule written for one prefix cannot be side-stepped.
+//!
+//! A backslash, raw or encoded (`%5C`), is refused (400): a raw one is not
+//! allowed in a URI (RFC 3986), and servers disagree on it (WHATWG URL
+//! parsers and Windows servers read it as `/`, some frameworks decode `%5C`
+//! first), so `/api/users\..\orders` could be routed as one path and served
+//! as another. No ordinary API path needs one. An encoded slash (`%2F`) is
+//! kept: it is data, never a separator, and forwarded as `%2F`.
 
 use std::borrow::Cow;
 
@@ -23,7 +30,7 @@ pub struct Route {
 /// Why a path cannot be routed (answered with 400).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BadPath {
-    /// Not an absolute path, or a NUL / invalid escape in it.
+    /// Not an absolute path, or a NUL, backslash or invalid escape in it.
     Malformed,
     /// `..` climbs above the root or out of the prefix it was written under.
     ClimbsOut,
@@ -64,17 +71,19 @@ impl Router {
             return Err(BadPath::Malformed);
         }
         let (normalized, had_dots) = normalize_inner(path, true)?;
-        let Some(route) = self.longest_match(&normalized) else {
-            return Ok(None);
-        };
+        let route = self.longest_match(&normalized);
         if had_dots {
             // Dot segments must not carry the request out of the prefix it
-            // was written under: compare with a reading that keeps them.
+            // was written under (nor into another one, nor out of every
+            // route): compare with a reading that keeps them.
             let (written, _) = normalize_inner(path, false)?;
-            if self.longest_match(&written).map(|w| &w.prefix) != Some(&route.prefix) {
+            if self.longest_match(&written).map(|w| &w.prefix) != route.map(|r| &r.prefix) {
                 return Err(BadPath::ClimbsOut);
             }
         }
+        let Some(route) = route else {
+            return Ok(None);
+        };
         let upstream_path = if route.strip_prefix && route.prefix != "/" {
             let rest = &normalized[route.prefix.len()..];
             Cow::Owned(if rest.is_empty() {
@@ -115,6 +124,7 @@ fn normalize_inner(path: &str, resolve_dots: bool) -> Result<(Cow<'_, str>, bool
     let bytes = path.as_bytes();
     let needs_work = bytes.contains(&b'%')
         || bytes.contains(&0)
+        || bytes.contains(&b'\\')
         || path.contains("//")
         || path.contains("/./")
         || path.contains("/../")
@@ -163,12 +173,12 @@ fn decode_unreserved(seg: &str) -> Result<String, BadPath> {
     let mut i = 0;
     while i < b.len() {
         match b[i] {
-            0 => return Err(BadPath::Malformed),
+            0 | b'\\' => return Err(BadPath::Malformed),
             b'%' => {
                 let hex = b.get(i + 1..i + 3).ok_or(BadPath::Malformed)?;
                 let hex = std::str::from_utf8(hex).map_err(|_| BadPath::Malformed)?;
                 let v = u8::from_str_radix(hex, 16).map_err(|_| BadPath::Malformed)?;
-                if v == 0 {
+                if v == 0 || v == b'\\' {
                     return Err(BadPath::Malformed);
                 }
                 if v.is_ascii_alphanumeric() || matches!(v, b'-' | b'.' | b'_' | b'~') {
@@ -243,8 +253,19 @@ mod tests {
         assert_eq!(t.route("/api/users/../orders"), Err(BadPath::ClimbsOut));
         assert_eq!(t.route("/api/users/%2e%2e/orders"), Err(BadPath::ClimbsOut));
         assert_eq!(t.route("/../etc/passwd"), Err(BadPath::ClimbsOut));
+        assert_eq!(
+            t.route("/api/users/../../etc/passwd"),
+            Err(BadPath::ClimbsOut)
+        );
+        assert_eq!(t.route("/static/../nothing"), Err(BadPath::ClimbsOut));
+        assert_eq!(t.route("/nothing/../static"), Err(BadPath::ClimbsOut));
+        assert_eq!(t.route("/nothing/./x/../y"), Ok(None));
         assert_eq!(t.route("/api/%00"), Err(BadPath::Malformed));
         assert_eq!(t.route("/api/%zz"), Err(BadPath::Malformed));
+        assert_eq!(t.route("/api/users\\..\\orders"), Err(BadPath::Malformed));
+        assert_eq!(t.route("/api\\users"), Err(BadPath::Malformed));
+        assert_eq!(t.route("/api/users/a%5c..%5cb"), Err(BadPath::Malformed));
+        assert_eq!(t.route("/api/users/%5C"), Err(BadPath::Malformed));
         let m = t.route("/api/users/./7//x").unwrap().unwrap();
         assert_eq!((m.route.pool, &*m.upstream_path), (1, "/api/users/7/x"));
         let m = t.route("//api//users/7").unwrap().unwrap();

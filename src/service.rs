@@ -7,6 +7,7 @@
 
 use crate::access_log::AccessLog;
 use crate::cli::Args;
+use crate::client_conn::ClientLimits;
 use crate::config::{Config, Loaded};
 use crate::drain::{LingeringCleanup, SignalWatch};
 use crate::health_check::HealthChecker;
@@ -69,7 +70,10 @@ pub fn run(args: &Args, loaded: Loaded) -> Result<(), String> {
     );
     let mut service = Service::new(
         "fulcrum proxy".to_string(),
-        LingeringCleanup::new(CountConnections::new(proxy, counters)),
+        LingeringCleanup::new(CountConnections::new(
+            ClientLimits::new(proxy, Arc::clone(&runtime), Arc::clone(&counters)),
+            counters,
+        )),
     );
     for addr in &listen {
         service.add_tcp(&addr.to_string());

@@ -54,6 +54,7 @@ pub const OWN_KEYS: &[&str] = &[
     "access_log",
     "pools",
     "routes",
+    "limits",
 ];
 
 /// `status:` section.
@@ -63,6 +64,19 @@ pub struct RawStatus {
     pub path: Option<String>,
     pub allow: Option<Vec<String>>,
     pub admin_token: Option<String>,
+}
+
+/// `limits:` section: what a client may send (nginx-like names and defaults).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    pub max_header_size: Option<Value>,
+    pub max_header_count: Option<u32>,
+    pub client_max_body_size: Option<Value>,
+    pub client_header_timeout: Option<String>,
+    pub client_body_timeout: Option<String>,
+    pub keepalive_timeout: Option<String>,
+    pub max_connections: Option<u32>,
 }
 
 /// One pool under `pools:`. Servers stay raw so each is checked on its own.

@@ -10,10 +10,12 @@ mod cidr;
 mod duration;
 mod env;
 mod file;
+mod size;
 mod validate;
 
 pub use cidr::Cidr;
 pub use duration::parse_duration;
+pub use size::parse_size;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -35,6 +37,48 @@ pub struct Config {
     pub pools: Vec<PoolConfig>,
     /// Prefix routes, in file order.
     pub routes: Vec<RouteConfig>,
+    /// What a client may send.
+    pub limits: LimitsConfig,
+}
+
+/// Pingora's own request header limit (pingora-core `MAX_HEADER_SIZE`):
+/// a larger header is answered 400 before fulcrum sees it.
+pub const PINGORA_MAX_HEADER_SIZE: usize = 1_048_575;
+/// Pingora's own header count limit (pingora-core `MAX_HEADERS`): more
+/// fields are answered 400 before fulcrum sees them.
+pub const PINGORA_MAX_HEADER_COUNT: usize = 256;
+
+/// `limits:`: request and connection limits for clients (nginx-like).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitsConfig {
+    /// Request line plus header fields, in bytes, as received; above: 431.
+    pub max_header_size: usize,
+    /// Header fields (lines); above: 431.
+    pub max_header_count: usize,
+    /// Request body bytes; above: 413. 0 = unlimited.
+    pub client_max_body_size: u64,
+    /// Time allowed to send a whole request header.
+    pub client_header_timeout: Duration,
+    /// Time allowed between two reads of the request body; then 408.
+    pub client_body_timeout: Duration,
+    /// How long an idle keepalive connection is kept; zero disables keepalive.
+    pub keepalive_timeout: Duration,
+    /// Concurrent client connections; excess ones are closed at once. 0 = unlimited.
+    pub max_connections: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_header_size: 32 * 1024,
+            max_header_count: 100,
+            client_max_body_size: 1 << 20,
+            client_header_timeout: Duration::from_secs(60),
+            client_body_timeout: Duration::from_secs(60),
+            keepalive_timeout: Duration::from_secs(75),
+            max_connections: 0,
+        }
+    }
 }
 
 /// `status:`: stub_status page and its siblings.

@@ -114,6 +114,7 @@ pub(super) fn validate_document(
 
     let pools = pools(&mut c, get("pools"));
     let routes = routes(&mut c, get("routes"), &pools);
+    let limits = limits(&mut c, get("limits"));
 
     if c.errors.is_empty() {
         Ok(Loaded {
@@ -124,6 +125,7 @@ pub(super) fn validate_document(
                 access_log,
                 pools,
                 routes,
+                limits,
             },
             server: server.expect("no errors means Pingora settings parsed"),
         })
@@ -190,6 +192,83 @@ fn status(c: &mut Checker, v: Option<&Value>) -> StatusConfig {
         path,
         allow,
         admin_token,
+    }
+}
+
+fn limits(c: &mut Checker, v: Option<&Value>) -> LimitsConfig {
+    let raw = v
+        .and_then(|v| parse_section::<RawLimits>(v, "limits", &mut c.errors))
+        .unwrap_or_default();
+    let d = LimitsConfig::default();
+    let mut size = |field: &str, raw: Option<&Value>, default: u64| match raw {
+        None => default,
+        Some(v) => super::size::parse_size(v).unwrap_or_else(|e| {
+            c.err(&format!("limits.{field}"), e);
+            default
+        }),
+    };
+    let header_size = size(
+        "max_header_size",
+        raw.max_header_size.as_ref(),
+        d.max_header_size as u64,
+    );
+    let body_size = size(
+        "client_max_body_size",
+        raw.client_max_body_size.as_ref(),
+        d.client_max_body_size,
+    );
+    if !(1024..=PINGORA_MAX_HEADER_SIZE as u64).contains(&header_size) {
+        c.err(
+            "limits.max_header_size",
+            format!(
+                "{header_size} is out of range: 1k to {PINGORA_MAX_HEADER_SIZE} bytes \
+                 (Pingora answers larger headers with 400 itself)"
+            ),
+        );
+    }
+    let header_count = raw.max_header_count.unwrap_or(d.max_header_count as u32) as usize;
+    if !(1..=PINGORA_MAX_HEADER_COUNT).contains(&header_count) {
+        c.err(
+            "limits.max_header_count",
+            format!(
+                "{header_count} is out of range: 1 to {PINGORA_MAX_HEADER_COUNT} \
+                 (Pingora answers more fields with 400 itself)"
+            ),
+        );
+    }
+    let mut timeout = |field: &str, raw: Option<&String>, default: Duration, zero_ok: bool| {
+        let t = c.duration(&format!("limits.{field}"), raw, default);
+        if t.is_zero() && !zero_ok {
+            c.err(&format!("limits.{field}"), "must be greater than 0");
+        }
+        t
+    };
+    let client_header_timeout = timeout(
+        "client_header_timeout",
+        raw.client_header_timeout.as_ref(),
+        d.client_header_timeout,
+        false,
+    );
+    let client_body_timeout = timeout(
+        "client_body_timeout",
+        raw.client_body_timeout.as_ref(),
+        d.client_body_timeout,
+        false,
+    );
+    let keepalive_timeout = timeout(
+        "keepalive_timeout",
+        raw.keepalive_timeout.as_ref(),
+        d.keepalive_timeout,
+        true,
+    );
+    LimitsConfig {
+        max_header_size: header_size.min(PINGORA_MAX_HEADER_SIZE as u64) as usize,
+        max_header_count: header_count,
+        client_max_body_size: body_size,
+        client_header_timeout,
+        client_body_timeout,
+        keepalive_timeout,
+        max_connections: raw.max_connections.unwrap_or(0) as usize,
     }
 }
 
@@ -751,5 +830,70 @@ routes:
         let doc = "pools:\n  p:\n    selection: x\n    servers: [{addr: bad}, {addr: \"127.0.0.1:1\", weight: 0}]\nroutes: [{prefix: nope, pool: q}]\n";
         let errs = errors_of(doc);
         assert!(errs.len() >= 5, "{errs:#?}");
+    }
+
+    #[test]
+    fn limits_have_nginx_defaults_and_checked_values() {
+        let d = from_str("", &env).unwrap().config.limits;
+        assert_eq!(d, LimitsConfig::default());
+        assert_eq!(d.client_max_body_size, 1 << 20);
+        assert_eq!(d.keepalive_timeout, Duration::from_secs(75));
+        let l = from_str(
+            "limits:\n  max_header_size: 8k\n  max_header_count: 50\n  client_max_body_size: 0\n  \
+             client_header_timeout: 5s\n  client_body_timeout: 500ms\n  keepalive_timeout: 0s\n  \
+             max_connections: 1000\n",
+            &env,
+        )
+        .unwrap()
+        .config
+        .limits;
+        assert_eq!(
+            l,
+            LimitsConfig {
+                max_header_size: 8192,
+                max_header_count: 50,
+                client_max_body_size: 0,
+                client_header_timeout: Duration::from_secs(5),
+                client_body_timeout: Duration::from_millis(500),
+                keepalive_timeout: Duration::ZERO,
+                max_connections: 1000,
+            }
+        );
+        assert_rejects(
+            "limits: {max_header_size: 2m}\n",
+            "limits.max_header_size",
+            "out of range",
+        );
+        assert_rejects(
+            "limits: {max_header_size: 100}\n",
+            "limits.max_header_size",
+            "out of range",
+        );
+        assert_rejects(
+            "limits: {max_header_count: 300}\n",
+            "limits.max_header_count",
+            "out of range",
+        );
+        assert_rejects(
+            "limits: {client_max_body_size: 1mb}\n",
+            "limits.client_max_body_size",
+            "invalid size",
+        );
+        assert_rejects(
+            "limits: {client_header_timeout: 0s}\n",
+            "limits.client_header_timeout",
+            "greater than 0",
+        );
+        assert_rejects(
+            "limits: {client_body_timeout: 1 minute}\n",
+            "limits.client_body_timeout",
+            "invalid duration",
+        );
+        assert_rejects("limits: {max_conections: 5}\n", "limits", "unknown field");
+        assert_rejects(
+            "limits: {max_connections: -1}\n",
+            "limits.max_connections",
+            "invalid value",
+        );
     }
 }

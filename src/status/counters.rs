@@ -15,6 +15,8 @@ pub struct Counters {
     active: AtomicU64,
     requests: AtomicU64,
     writing: AtomicU64,
+    /// Connections closed at once because `limits.max_connections` was reached.
+    dropped: AtomicU64,
 }
 
 /// A snapshot of [`Counters`].
@@ -24,7 +26,8 @@ pub struct Snapshot {
     pub active: u64,
     /// Connections accepted since start.
     pub accepts: u64,
-    /// Connections handled (equal to accepts: fulcrum drops none itself).
+    /// Connections handled: accepts minus those closed at once because
+    /// `limits.max_connections` was reached (as nginx counts them).
     pub handled: u64,
     /// Requests since start.
     pub requests: u64,
@@ -46,12 +49,17 @@ impl Counters {
         Snapshot {
             active,
             accepts,
-            handled: accepts,
+            handled: accepts.saturating_sub(self.dropped.load(Relaxed)),
             requests: self.requests.load(Relaxed),
             reading: 0,
             writing,
             waiting: active - writing,
         }
+    }
+
+    /// A connection was closed at once: `limits.max_connections` was reached.
+    pub fn connection_dropped(&self) {
+        self.dropped.fetch_add(1, Relaxed);
     }
 
     /// A request header was read; the guard ends the "writing" phase on drop.

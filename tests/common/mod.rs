@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod lifecycle;
+pub mod raw;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
@@ -453,6 +454,11 @@ impl KeepAlive {
             reader: BufReader::new(s),
             addr,
         })
+    }
+
+    /// The underlying socket (for raw writes and close detection).
+    pub fn stream(&self) -> &TcpStream {
+        self.reader.get_ref()
     }
 
     pub fn get(&mut self, path: &str) -> std::io::Result<Response> {

@@ -1,0 +1,360 @@
+//! Limits per client connection that Pingora's HTTP/1 server has no knob
+//! for: `limits.max_connections` (excess connections are closed at once and
+//! counted, so stub_status `handled` falls behind `accepts` as in nginx) and
+//! `limits.client_header_timeout` as a deadline for a whole request header.
+//!
+//! Pingora times each read of a header separately (60 s, or the keepalive
+//! timeout on a reused connection), so a client sending one byte now and
+//! then would hold the connection forever. [`HeaderDeadline`] wraps the
+//! connection's stream and fails its reads once the header has taken longer
+//! than `client_header_timeout`: from accept for the first request, from the
+//! first byte for later ones (before that byte, the connection is idle and
+//! `keepalive_timeout` applies). The proxy stops the clock when the header is
+//! complete ([`header_received`]) and rearms it when the request is done
+//! ([`expect_next_header`]). The connection is then closed without an answer,
+//! as nginx does.
+
+use crate::runtime::SharedRuntime;
+use crate::status::Counters;
+use async_trait::async_trait;
+use pingora::apps::ServerApp;
+use pingora::protocols::Stream;
+use pingora::proxy::Session;
+use pingora::server::ShutdownWatch;
+use pingora_core::protocols::tls::{SslDigest, TlsRef};
+use pingora_core::protocols::{
+    raw_connect::ProxyDigest, GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown,
+    SocketDigest, Ssl, TimingDigest, UniqueID, UniqueIDType, ALPN,
+};
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// Wraps the HTTP app: refuses connections above `limits.max_connections`
+/// and gives each accepted one a [`HeaderDeadline`].
+pub struct ClientLimits<A> {
+    inner: Arc<A>,
+    runtime: SharedRuntime,
+    counters: Arc<Counters>,
+    open: Arc<AtomicUsize>,
+}
+
+impl<A> ClientLimits<A> {
+    /// Applies the limits of the current runtime (a reload changes them) to `inner`.
+    pub fn new(inner: A, runtime: SharedRuntime, counters: Arc<Counters>) -> Self {
+        ClientLimits {
+            inner: Arc::new(inner),
+            runtime,
+            counters,
+            open: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+}
+
+struct Open(Arc<AtomicUsize>);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
+    }
+}
+
+#[async_trait]
+impl<A: ServerApp + Send + Sync + 'static> ServerApp for ClientLimits<A> {
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let (max, header_timeout) = {
+            let rt = self.runtime.load();
+            let l = &rt.config.limits;
+            (l.max_connections, l.client_header_timeout)
+        };
+        let open = Open(Arc::clone(&self.open));
+        let now_open = open.0.fetch_add(1, Relaxed) + 1;
+        if max > 0 && now_open > max {
+            self.counters.connection_dropped();
+            log_refusal(max);
+            return None; // dropping the stream closes the connection
+        }
+        let stream: Stream = Box::new(HeaderDeadline::new(stream, header_timeout));
+        let mut next = self.inner.process_new(stream, shutdown).await;
+        while let Some(stream) = next {
+            next = self.inner.process_new(stream, shutdown).await;
+        }
+        drop(open);
+        None
+    }
+
+    async fn cleanup(&self) {
+        self.inner.cleanup().await
+    }
+}
+
+/// One warning per second at most: a flood must not flood the log too.
+fn log_refusal(max: usize) {
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = clock_ms();
+    let last = LAST.load(Relaxed);
+    if now.saturating_sub(last) >= 1000 && LAST.compare_exchange(last, now, Relaxed, Relaxed).is_ok()
+    {
+        log::warn!("limits.max_connections ({max}) reached: closing new connections at once");
+    }
+}
+
+/// Milliseconds since the first call, never 0 (0 means "no deadline").
+fn clock_ms() -> u64 {
+    base().elapsed().as_millis() as u64 + 1
+}
+
+fn base() -> Instant {
+    static BASE: OnceLock<Instant> = OnceLock::new();
+    *BASE.get_or_init(Instant::now)
+}
+
+/// A client connection's stream with a deadline for reading a request header.
+#[derive(Debug)]
+pub struct HeaderDeadline {
+    inner: Stream,
+    /// `client_header_timeout` in ms.
+    timeout_ms: AtomicU64,
+    /// When the current header must be complete ([`clock_ms`]); 0: no clock.
+    deadline_ms: AtomicU64,
+    /// Start the clock at the next byte read.
+    armed: AtomicBool,
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl HeaderDeadline {
+    /// A new connection: the first header must be complete within `timeout`.
+    pub fn new(inner: Stream, timeout: Duration) -> Self {
+        let ms = timeout.as_millis() as u64;
+        HeaderDeadline {
+            inner,
+            timeout_ms: AtomicU64::new(ms),
+            deadline_ms: AtomicU64::new(clock_ms() + ms),
+            armed: AtomicBool::new(false),
+            sleep: None,
+        }
+    }
+
+    fn of(session: &Session) -> Option<&HeaderDeadline> {
+        session.as_ref().stream()?.as_any().downcast_ref()
+    }
+}
+
+/// The request header is complete: stop the clock.
+pub fn header_received(session: &Session) {
+    if let Some(h) = HeaderDeadline::of(session) {
+        h.armed.store(false, Relaxed);
+        h.deadline_ms.store(0, Relaxed);
+    }
+}
+
+/// The request is done: the next header gets `timeout` from its first byte.
+pub fn expect_next_header(session: &Session, timeout: Duration) {
+    if let Some(h) = HeaderDeadline::of(session) {
+        h.timeout_ms.store(timeout.as_millis() as u64, Relaxed);
+        h.deadline_ms.store(0, Relaxed);
+        h.armed.store(true, Relaxed);
+    }
+}
+
+impl AsyncRead for HeaderDeadline {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                if buf.filled().len() > before && this.armed.swap(false, Relaxed) {
+                    let deadline = clock_ms() + this.timeout_ms.load(Relaxed);
+                    this.deadline_ms.store(deadline, Relaxed);
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => {
+                let deadline = this.deadline_ms.load(Relaxed);
+                if deadline == 0 {
+                    return Poll::Pending;
+                }
+                let when = tokio::time::Instant::from_std(
+                    base() + Duration::from_millis(deadline.saturating_sub(1)),
+                );
+                let sleep = match &mut this.sleep {
+                    Some(s) => {
+                        if s.deadline() != when {
+                            s.as_mut().reset(when);
+                        }
+                        s
+                    }
+                    None => this.sleep.insert(Box::pin(tokio::time::sleep_until(when))),
+                };
+                match sleep.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "limits.client_header_timeout: request header not complete in time",
+                    ))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+}
+
+impl AsyncWrite for HeaderDeadline {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+#[async_trait]
+impl Shutdown for HeaderDeadline {
+    async fn shutdown(&mut self) {
+        self.inner.shutdown().await
+    }
+}
+
+impl UniqueID for HeaderDeadline {
+    fn id(&self) -> UniqueIDType {
+        self.inner.id()
+    }
+}
+
+impl Ssl for HeaderDeadline {
+    fn get_ssl(&self) -> Option<&TlsRef> {
+        self.inner.get_ssl()
+    }
+    fn get_ssl_digest(&self) -> Option<Arc<SslDigest>> {
+        self.inner.get_ssl_digest()
+    }
+    fn selected_alpn_proto(&self) -> Option<ALPN> {
+        self.inner.selected_alpn_proto()
+    }
+}
+
+impl GetTimingDigest for HeaderDeadline {
+    fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
+        self.inner.get_timing_digest()
+    }
+    fn get_read_pending_time(&self) -> Duration {
+        self.inner.get_read_pending_time()
+    }
+    fn get_write_pending_time(&self) -> Duration {
+        self.inner.get_write_pending_time()
+    }
+}
+
+impl GetProxyDigest for HeaderDeadline {
+    fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
+        self.inner.get_proxy_digest()
+    }
+    fn set_proxy_digest(&mut self, digest: ProxyDigest) {
+        self.inner.set_proxy_digest(digest)
+    }
+}
+
+impl GetSocketDigest for HeaderDeadline {
+    fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
+        self.inner.get_socket_digest()
+    }
+    fn set_socket_digest(&mut self, digest: SocketDigest) {
+        self.inner.set_socket_digest(digest)
+    }
+}
+
+#[async_trait]
+impl Peek for HeaderDeadline {
+    async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
+        self.inner.try_peek(buf).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn pair() -> (HeaderDeadline, tokio::io::DuplexStream, Duration) {
+        let (a, b) = tokio::io::duplex(1024);
+        let t = Duration::from_millis(300);
+        (HeaderDeadline::new(Box::new(a), t), b, t)
+    }
+
+    #[tokio::test]
+    async fn a_trickling_header_is_cut_off() {
+        let (mut s, mut client, t) = pair();
+        let start = Instant::now();
+        let writer = tokio::spawn(async move {
+            for _ in 0..20 {
+                if client.write_all(b"x").await.is_err() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        });
+        let mut buf = [0u8; 16];
+        let err = loop {
+            match s.read(&mut buf).await {
+                Ok(0) => panic!("eof"),
+                Ok(_) => continue,
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert!(start.elapsed() >= t && start.elapsed() < t * 3);
+        writer.abort();
+    }
+
+    #[tokio::test]
+    async fn no_clock_after_the_header_and_rearmed_at_the_next_byte() {
+        let (mut s, mut client, t) = pair();
+        s.deadline_ms.store(0, Relaxed); // header_received
+        let mut buf = [0u8; 16];
+        // Idle longer than the timeout: nothing happens.
+        let idle = tokio::time::timeout(t * 2, s.read(&mut buf)).await;
+        assert!(idle.is_err(), "read returned {idle:?}");
+        // expect_next_header: the clock starts at the next byte.
+        s.armed.store(true, Relaxed);
+        client.write_all(b"G").await.unwrap();
+        assert_eq!(s.read(&mut buf).await.unwrap(), 1);
+        let start = Instant::now();
+        let err = s.read(&mut buf).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert!(start.elapsed() < t * 2);
+    }
+}
