@@ -3,7 +3,11 @@
 //! the request path never blocks on the log (a full queue drops the line
 //! and counts it).
 
-use crate::config::AccessLogTarget;
+mod formats;
+
+pub use formats::{format_combined, format_json};
+
+use crate::config::{AccessLogFormat, AccessLogTarget};
 use std::fmt::Write as _;
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
@@ -34,6 +38,14 @@ pub struct Record {
     pub method: http::Method,
     /// Request target as received.
     pub uri: http::Uri,
+    /// HTTP version of the request.
+    pub version: http::Version,
+    /// `Referer` header, if sent.
+    pub referer: Option<String>,
+    /// `User-Agent` header, if sent.
+    pub user_agent: Option<String>,
+    /// Response body bytes sent to the client (nginx `$body_bytes_sent`).
+    pub body_bytes_sent: u64,
     /// Status sent to the client (0: none could be sent).
     pub status: u16,
     /// Pool that served it, if routed.
@@ -51,6 +63,7 @@ pub struct Record {
 #[derive(Clone)]
 pub struct AccessLog {
     target: AccessLogTarget,
+    format: AccessLogFormat,
     tx: Arc<OnceLock<Option<SyncSender<Record>>>>,
     dropped: Arc<AtomicU64>,
 }
@@ -60,9 +73,16 @@ impl AccessLog {
     pub fn new(target: &AccessLogTarget) -> AccessLog {
         AccessLog {
             target: target.clone(),
+            format: AccessLogFormat::Default,
             tx: Arc::new(OnceLock::new()),
             dropped: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// Writes lines in `format` (`access_log_format`).
+    pub fn with_format(mut self, format: AccessLogFormat) -> AccessLog {
+        self.format = format;
+        self
     }
 
     /// Checks that the target can be opened (at startup, to fail early).
@@ -101,9 +121,10 @@ impl AccessLog {
             },
         };
         let (tx, rx) = sync_channel(16 * 1024);
+        let format = self.format;
         std::thread::Builder::new()
             .name("access-log".into())
-            .spawn(move || write_loop(rx, out))
+            .spawn(move || write_loop(rx, out, format))
             .map_err(|e| log::error!("cannot start the access log writer: {e}"))
             .ok()?;
         Some(tx)
@@ -122,7 +143,7 @@ fn open(p: &std::path::Path) -> std::io::Result<std::fs::File> {
         .open(p)
 }
 
-fn write_loop(rx: Receiver<Record>, out: Box<dyn Write + Send>) {
+fn write_loop(rx: Receiver<Record>, out: Box<dyn Write + Send>, format: AccessLogFormat) {
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, out);
     let mut line = String::with_capacity(256);
     while let Ok(first) = rx.recv() {
@@ -130,7 +151,11 @@ fn write_loop(rx: Receiver<Record>, out: Box<dyn Write + Send>) {
         // Write everything queued, then flush once.
         while let Some(r) = next {
             line.clear();
-            format_line(&r, &mut line);
+            match format {
+                AccessLogFormat::Default => format_line(&r, &mut line),
+                AccessLogFormat::Combined => format_combined(&r, &mut line),
+                AccessLogFormat::Json => format_json(&r, &mut line),
+            }
             let _ = out.write_all(line.as_bytes());
             next = rx.try_recv().ok();
         }
@@ -199,6 +224,10 @@ mod tests {
             client: Some("10.0.0.9".parse().unwrap()),
             method: http::Method::GET,
             uri: "/api/users/7?x=1".parse().unwrap(),
+            version: http::Version::HTTP_11,
+            referer: None,
+            user_agent: None,
+            body_bytes_sent: 10,
             status: 200,
             pool: Some("user_service".into()),
             attempts: vec![

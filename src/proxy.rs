@@ -12,10 +12,10 @@
 use crate::access_log::{AccessLog, AttemptLog, Record};
 use crate::{client_conn, drain, limits};
 use crate::local_response::{respond, respond_text};
-use crate::pool::{InFlight, Pool};
+use crate::pool::{FailureKind, InFlight, Pool};
 use crate::router::BadPath;
 use crate::runtime::{Runtime, SharedRuntime};
-use crate::status::{self, Counters, RequestGuard};
+use crate::status::{self, Counters, RequestGuard, RouteStats};
 use async_trait::async_trait;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
@@ -77,13 +77,15 @@ pub struct RequestCtx {
     /// Request body bytes read so far, and `limits.client_max_body_size`.
     body_bytes: u64,
     body_limit: u64,
+    /// Counters of the matched route.
+    route_stats: Option<Arc<RouteStats>>,
 }
 
 impl RequestCtx {
     /// Ends the current attempt as failed and records it for the log.
-    fn fail_attempt(&mut self, failure: Failure, passive: bool) {
+    fn fail_attempt(&mut self, failure: Failure, kind: FailureKind, passive: bool) {
         if let Some(mut attempt) = self.current.take() {
-            attempt.fail(passive);
+            attempt.fail_as(kind, passive);
             let status = if failure == Failure::Timeout {
                 504
             } else {
@@ -180,6 +182,7 @@ impl ProxyHttp for Fulcrum {
             local_status: None,
             body_bytes: 0,
             body_limit: 0,
+            route_stats: None,
         }
     }
 
@@ -244,6 +247,9 @@ impl ProxyHttp for Fulcrum {
             return Err(self.no_server_error(&pool, ctx));
         };
         let addr = attempt.server().addr;
+        if !ctx.tried.is_empty() {
+            attempt.server().stats.count_retry();
+        }
         ctx.tried.push(addr);
         ctx.attempts.push(AttemptLog {
             addr,
@@ -260,6 +266,25 @@ impl ProxyHttp for Fulcrum {
         peer.options.idle_timeout = Some(Duration::from_secs(60));
         peer.options.tcp_keepalive = Some(dead_peer_detection(cfg.connect_timeout));
         Ok(Box::new(peer))
+    }
+
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        reused: bool,
+        _peer: &HttpPeer,
+        #[cfg(unix)] _fd: std::os::unix::io::RawFd,
+        #[cfg(windows)] _sock: std::os::windows::io::RawSocket,
+        _digest: Option<&pingora::protocols::Digest>,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let (false, Some(attempt)) = (reused, ctx.current.as_ref()) {
+            attempt
+                .server()
+                .stats
+                .count_connect(ctx.attempt_start.elapsed());
+        }
+        Ok(())
     }
 
     /// Counts the body as it streams (chunked bodies have no length
@@ -315,6 +340,12 @@ impl ProxyHttp for Fulcrum {
     ) -> Result<()> {
         let status = resp.status.as_u16();
         ctx.end_attempt_log(status);
+        if let Some(attempt) = ctx.current.as_ref() {
+            attempt
+                .server()
+                .stats
+                .count_response(status, ctx.attempt_start.elapsed());
+        }
         let Some(pool) = ctx.pool.clone() else {
             return Ok(());
         };
@@ -322,7 +353,7 @@ impl ProxyHttp for Fulcrum {
             return Ok(());
         }
         if let Some(attempt) = ctx.current.as_mut() {
-            attempt.fail(pool.passive_enabled());
+            attempt.fail_as(FailureKind::Status, pool.passive_enabled());
         }
         ctx.last_failure = Some(Failure::Status);
         if self.may_resend(session, ctx, &pool) {
@@ -354,12 +385,12 @@ impl ProxyHttp for Fulcrum {
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        let failure = match e.etype() {
-            ErrorType::ConnectTimedout => Failure::Timeout,
-            _ => Failure::Error,
+        let (failure, kind) = match e.etype() {
+            ErrorType::ConnectTimedout => (Failure::Timeout, FailureKind::Timeout),
+            _ => (Failure::Error, FailureKind::Connect),
         };
         let pool = ctx.pool.clone().expect("routed");
-        ctx.fail_attempt(failure, pool.passive_enabled());
+        ctx.fail_attempt(failure, kind, pool.passive_enabled());
         // Nothing was sent: another server may always be tried.
         e.set_retry(ctx.may_try_again(&pool));
         e
@@ -398,7 +429,11 @@ impl ProxyHttp for Fulcrum {
         // the server closed while idle, so what remains is nearly always a
         // server that read the request and then closed or crashed.
         let reused_closed = client_reused && e.retry == pingora::RetryType::ReusedOnly;
-        ctx.fail_attempt(failure, pool.passive_enabled());
+        let kind = match failure {
+            Failure::Timeout => FailureKind::Timeout,
+            _ => FailureKind::Invalid,
+        };
+        ctx.fail_attempt(failure, kind, pool.passive_enabled());
         let listed = match failure {
             Failure::Timeout => pool.config.retry.on.timeout,
             _ => pool.config.retry.on.error,
@@ -469,26 +504,44 @@ impl ProxyHttp for Fulcrum {
                 None => attempt.succeed(),
                 Some(err) if err.esource() == &ErrorSource::Upstream => {
                     let passive = ctx.pool.as_ref().is_some_and(|p| p.passive_enabled());
-                    attempt.fail(passive);
+                    let kind = match err.etype() {
+                        ErrorType::ReadTimedout
+                        | ErrorType::WriteTimedout
+                        | ErrorType::ConnectTimedout => FailureKind::Timeout,
+                        _ => FailureKind::Invalid,
+                    };
+                    attempt.fail_as(kind, passive);
                 }
                 // Client abort: no verdict on the server; the guard releases it.
                 Some(_) => {}
             }
         }
-        if !self.access_log.enabled() {
-            return;
-        }
-        let req = session.req_header();
         let status = session
             .response_written()
             .map(|r| r.status.as_u16())
             .or(ctx.local_status)
             .unwrap_or(0);
+        if let Some(route) = &ctx.route_stats {
+            route.count_response(status);
+        }
+        if !self.access_log.enabled() {
+            return;
+        }
+        let req = session.req_header();
+        let header = |name: http::header::HeaderName| {
+            req.headers
+                .get(name)
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        };
         self.access_log.log(Record {
             at: SystemTime::now(),
             client: client_ip(session),
             method: req.method.clone(),
             uri: req.uri.clone(),
+            version: req.version,
+            referer: header(http::header::REFERER),
+            user_agent: header(http::header::USER_AGENT),
+            body_bytes_sent: session.as_ref().body_bytes_sent() as u64,
             status,
             pool: ctx.pool.as_ref().map(|p| p.name_arc()),
             attempts: std::mem::take(&mut ctx.attempts),
@@ -543,6 +596,10 @@ impl Fulcrum {
                     "rewritten path is not a valid URI",
                 )
             })?);
+        }
+        if let Some(stats) = rt.route_stats_of(matched.route) {
+            stats.count_request();
+            ctx.route_stats = Some(Arc::clone(stats));
         }
         let pool = Arc::clone(&rt.pools[matched.route.pool]);
         ctx.deadline = pool.config.retry.timeout.map(|t| ctx.start + t);

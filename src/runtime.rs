@@ -5,6 +5,7 @@
 use crate::config::Config;
 use crate::pool::{Pool, ServerRegistry};
 use crate::router::{Route, Router};
+use crate::status::RouteStats;
 use arc_swap::ArcSwap;
 use std::sync::Arc;
 
@@ -18,6 +19,8 @@ pub struct Runtime {
     pub pools: Vec<Arc<Pool>>,
     /// 1 for the first config, +1 per successful reload.
     pub generation: u64,
+    /// Counters per route, indexed like `router.routes()`.
+    pub route_stats: Vec<Arc<RouteStats>>,
 }
 
 /// The current [`Runtime`], shared by the proxy, status pages and health checks.
@@ -55,12 +58,47 @@ impl Runtime {
                 })
                 .collect(),
         );
-        Runtime {
+        // A route keeps its counters over a reload if prefix and pool stay.
+        let route_key = |rt: &Runtime, r: &Route| {
+            let pool = rt.pools.get(r.pool).map(|p| p.name().to_string());
+            (r.prefix.clone(), pool)
+        };
+        let mut rt = Runtime {
             config,
             router,
             pools,
             generation,
-        }
+            route_stats: vec![],
+        };
+        rt.route_stats = rt
+            .router
+            .routes()
+            .iter()
+            .map(|r| {
+                let key = route_key(&rt, r);
+                previous
+                    .and_then(|prev| {
+                        let i = prev
+                            .router
+                            .routes()
+                            .iter()
+                            .position(|p| route_key(prev, p) == key)?;
+                        prev.route_stats.get(i).cloned()
+                    })
+                    .unwrap_or_default()
+            })
+            .collect();
+        rt
+    }
+
+    /// The counters of `route`, a route of this runtime's router.
+    pub fn route_stats_of(&self, route: &Route) -> Option<&Arc<RouteStats>> {
+        let i = self
+            .router
+            .routes()
+            .iter()
+            .position(|r| std::ptr::eq(r, route))?;
+        self.route_stats.get(i)
     }
 
     /// Looks a pool up by name.

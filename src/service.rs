@@ -14,7 +14,7 @@ use crate::health_check::HealthChecker;
 use crate::proxy::Fulcrum;
 use crate::reload::{self, Fixed, Reloader};
 use crate::runtime::{Runtime, SharedRuntime};
-use crate::status::{CountConnections, Counters};
+use crate::status::{CountConnections, Counters, RateSampler};
 use arc_swap::ArcSwap;
 use pingora::server::configuration::Opt;
 use pingora::server::{RunArgs, Server};
@@ -37,7 +37,7 @@ pub fn run(args: &Args, loaded: Loaded) -> Result<(), String> {
     let Loaded { config, mut server } = loaded;
     server.max_retries = retry_limit(&config, server.max_retries);
 
-    let access_log = AccessLog::new(&config.access_log);
+    let access_log = AccessLog::new(&config.access_log).with_format(config.access_log_format);
     access_log
         .check()
         .map_err(|e| format!("access_log: cannot open: {e}"))?;
@@ -82,6 +82,10 @@ pub fn run(args: &Args, loaded: Loaded) -> Result<(), String> {
     pingora_server.add_service(background_service(
         "health checks",
         HealthChecker::new(Arc::clone(&runtime)),
+    ));
+    pingora_server.add_service(background_service(
+        "status sampler",
+        RateSampler::new(Arc::clone(&runtime)),
     ));
     pingora_server.add_service(background_service(
         "reload",

@@ -52,6 +52,7 @@ pub const OWN_KEYS: &[&str] = &[
     "health_path",
     "status",
     "access_log",
+    "access_log_format",
     "pools",
     "routes",
     "limits",

@@ -33,6 +33,8 @@ pub struct Config {
     pub status: StatusConfig,
     /// Where the access log goes.
     pub access_log: AccessLogTarget,
+    /// How access log lines look.
+    pub access_log_format: AccessLogFormat,
     /// Upstream pools, in file order.
     pub pools: Vec<PoolConfig>,
     /// Prefix routes, in file order.
@@ -101,6 +103,18 @@ pub enum AccessLogTarget {
     Off,
     /// Appended to a file.
     File(PathBuf),
+}
+
+/// `access_log_format:`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AccessLogFormat {
+    /// fulcrum's own line with every upstream tried.
+    #[default]
+    Default,
+    /// nginx `combined`, with the upstream fields appended.
+    Combined,
+    /// One JSON object per line.
+    Json,
 }
 
 /// How a pool chooses among its usable servers.

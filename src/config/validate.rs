@@ -112,6 +112,22 @@ pub(super) fn validate_document(
             },
         };
 
+    let access_log_format = match get("access_log_format")
+        .and_then(|v| parse_section::<String>(v, "access_log_format", &mut c.errors))
+        .as_deref()
+    {
+        None | Some("default") => AccessLogFormat::Default,
+        Some("combined") => AccessLogFormat::Combined,
+        Some("json") => AccessLogFormat::Json,
+        Some(other) => {
+            c.err(
+                "access_log_format",
+                format!("{other:?} is not one of default, combined, json"),
+            );
+            AccessLogFormat::Default
+        }
+    };
+
     let pools = pools(&mut c, get("pools"));
     let routes = routes(&mut c, get("routes"), &pools);
     let limits = limits(&mut c, get("limits"));
@@ -123,6 +139,7 @@ pub(super) fn validate_document(
                 health_path,
                 status,
                 access_log,
+                access_log_format,
                 pools,
                 routes,
                 limits,

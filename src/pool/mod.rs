@@ -3,9 +3,11 @@
 
 mod least_conn;
 mod server;
+mod stats;
 
 pub use least_conn::LeastConn;
 pub use server::{now_ms, ActiveReport, InFlight, Server, Usability};
+pub use stats::{status_class, FailureKind, Stats, HISTORY_LEN, STATUS_CLASSES};
 
 use crate::config::{PoolConfig, Selection};
 use pingora_load_balancing::discovery::Static;

@@ -3,6 +3,7 @@
 //! without a lock on the request path; this object outlives selector rebuilds
 //! and reloads (it is found again by pool name and address).
 
+use super::stats::{FailureKind, Stats};
 use crate::config::ServerConfig;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
@@ -75,6 +76,9 @@ pub struct Server {
     active_since_unix_ms: AtomicU64,
     checked: AtomicBool,
     report: Mutex<CheckReport>,
+
+    /// Counters for metrics and the status page.
+    pub stats: Stats,
 }
 
 impl Server {
@@ -105,6 +109,7 @@ impl Server {
             active_since_unix_ms: AtomicU64::new(unix_ms()),
             checked: AtomicBool::new(false),
             report: Mutex::new(CheckReport::default()),
+            stats: Stats::new(),
         };
         s.apply(cfg);
         Arc::new(s)
@@ -391,6 +396,15 @@ impl InFlight {
             self.settled = true;
             self.server.record_failure(passive, self.probe);
         }
+    }
+
+    /// The attempt failed in a known way: counted by kind for the metrics
+    /// (once per attempt), then handled like [`InFlight::fail`].
+    pub fn fail_as(&mut self, kind: FailureKind, passive: bool) {
+        if !self.settled {
+            self.server.stats.count_failure(kind);
+        }
+        self.fail(passive);
     }
 
     /// The attempt succeeded.

@@ -1,15 +1,38 @@
-//! `status.path + /json`: every pool and server with counters and health.
+//! `status.path + /json`: every pool and server with counters and health,
+//! routes, and reload outcomes. The live page polls it.
 
 use super::counters::Snapshot;
-use crate::pool::Pool;
+use super::{reload_stats, selection_name, server_state};
+use crate::pool::{FailureKind, Pool, Server, STATUS_CLASSES};
 use crate::runtime::Runtime;
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
 /// The JSON document for the status endpoint.
 pub fn render(rt: &Runtime, conns: &Snapshot) -> String {
     let pools: Vec<Value> = rt.pools.iter().map(|p| pool(p)).collect();
+    let routes: Vec<Value> = rt
+        .router
+        .routes()
+        .iter()
+        .zip(&rt.route_stats)
+        .map(|(r, stats)| {
+            json!({
+                "prefix": r.prefix,
+                "pool": rt.pools.get(r.pool).map(|p| p.name()),
+                "requests": stats.requests(),
+                "responses": classes(&stats.responses()),
+            })
+        })
+        .collect();
+    let reload = reload_stats();
     let doc = json!({
         "generation": rt.generation,
+        "reload": {
+            "successes": reload.successes,
+            "failures": reload.failures,
+            "last_successful": reload.last_ok,
+            "last_unix_ms": (reload.last_unix_ms > 0).then_some(reload.last_unix_ms),
+        },
         "connections": {
             "active": conns.active,
             "accepts": conns.accepts,
@@ -20,64 +43,73 @@ pub fn render(rt: &Runtime, conns: &Snapshot) -> String {
             "waiting": conns.waiting,
         },
         "pools": pools,
+        "routes": routes,
     });
     let mut s = serde_json::to_string_pretty(&doc).unwrap_or_default();
     s.push('\n');
     s
 }
 
-fn pool(p: &Pool) -> Value {
-    let servers: Vec<Value> = p
-        .servers
+fn classes(counts: &[u64; 5]) -> Value {
+    let m: Map<String, Value> = STATUS_CLASSES
         .iter()
-        .map(|s| {
-            let active = s.active_report();
-            let state = if s.is_down() {
-                "down"
-            } else if s.is_drained() {
-                "draining"
-            } else if !active.healthy {
-                "unhealthy"
-            } else if s.passive_failed() {
-                "failed"
-            } else {
-                "up"
-            };
-            json!({
-                "addr": s.name,
-                "resolved": s.addr.to_string(),
-                "weight": s.weight(),
-                "backup": s.is_backup(),
-                "max_conns": s.max_conns(),
-                "state": state,
-                "in_flight": s.in_flight(),
-                "requests": s.requests(),
-                "failures": s.failures(),
-                "drained": s.is_drained(),
-                "passive": {
-                    "failed": s.passive_failed(),
-                    "failed_for_ms": s.failed_for().map(|d| d.as_millis() as u64),
-                },
-                "active": {
-                    "enabled": p.config.health_check.is_some(),
-                    "checked": active.checked,
-                    "healthy": active.healthy,
-                    "since_unix_ms": active.since_unix_ms,
-                    "consecutive_successes": active.consecutive_ok,
-                    "consecutive_failures": active.consecutive_fail,
-                    "last_error": active.last_error,
-                },
-            })
-        })
+        .zip(counts)
+        .map(|(c, n)| (c.to_string(), json!(n)))
         .collect();
-    let selection = match p.config.selection {
-        crate::config::Selection::LeastConn => "least_conn",
-        crate::config::Selection::RoundRobin => "round_robin",
-        crate::config::Selection::Random => "random",
-    };
+    Value::Object(m)
+}
+
+/// Rounds a rate for display (two decimals).
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+fn server(p: &Pool, s: &Server) -> Value {
+    let active = s.active_report();
+    let kinds: Map<String, Value> = FailureKind::ALL
+        .iter()
+        .zip(s.stats.failures_by_kind())
+        .map(|(k, n)| (k.as_str().to_string(), json!(n)))
+        .collect();
+    let history: Vec<f64> = s.stats.rate_history().into_iter().map(round2).collect();
+    json!({
+        "addr": s.name,
+        "resolved": s.addr.to_string(),
+        "weight": s.weight(),
+        "backup": s.is_backup(),
+        "max_conns": s.max_conns(),
+        "state": server_state(s),
+        "in_flight": s.in_flight(),
+        "requests": s.requests(),
+        "requests_per_second": round2(s.stats.requests_per_second()),
+        "history": history,
+        "failures": s.failures(),
+        "failures_by_kind": kinds,
+        "responses": classes(&s.stats.responses()),
+        "retries": s.stats.retries(),
+        "drained": s.is_drained(),
+        "passive": {
+            "failed": s.passive_failed(),
+            "failed_for_ms": s.failed_for().map(|d| d.as_millis() as u64),
+        },
+        "active": {
+            "enabled": p.config.health_check.is_some(),
+            "checked": active.checked,
+            "healthy": active.healthy,
+            "since_unix_ms": active.since_unix_ms,
+            "consecutive_successes": active.consecutive_ok,
+            "consecutive_failures": active.consecutive_fail,
+            "last_error": active.last_error,
+        },
+    })
+}
+
+fn pool(p: &Pool) -> Value {
+    let servers: Vec<Value> = p.servers.iter().map(|s| server(p, s)).collect();
     json!({
         "name": p.name(),
-        "selection": selection,
+        "selection": selection_name(p),
+        "usable": p.usable_count(),
         "servers": servers,
     })
 }

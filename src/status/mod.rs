@@ -1,14 +1,27 @@
 //! What fulcrum answers itself below `status.path`: the nginx stub_status
-//! text, `/json` with every pool and server. Only peers in `status.allow` may
-//! read it (the socket peer, never a forwarded header).
+//! text, `/json` with every pool and server, `/metrics` for Prometheus, `/ui`
+//! (a live page), and the write endpoints `/servers/{pool}/{addr}/drain` and
+//! `/undrain`. Only peers in `status.allow` may use any of it (the socket
+//! peer, never a forwarded header); the write endpoints additionally need
+//! `status.admin_token`.
 
+mod admin;
 pub mod counters;
 mod json;
+mod metrics;
+pub mod reloads;
+mod routes;
+pub mod sampler;
 mod stub;
+mod ui;
 
 pub use counters::{CountConnections, Counters, RequestGuard, Snapshot};
+pub use reloads::{record_reload, reload_stats, ReloadStats};
+pub use routes::RouteStats;
+pub use sampler::RateSampler;
 
 use crate::local_response::{respond, respond_text};
+use crate::pool::{Pool, Server};
 use crate::runtime::Runtime;
 use pingora::prelude::*;
 use pingora::proxy::Session;
@@ -33,6 +46,11 @@ pub async fn handle(
         respond_text(session, 403, "403 Forbidden").await?;
         return Ok(403);
     }
+    let path = session.req_header().uri.path().to_string();
+    let sub = &path[rt.config.status.path.len()..];
+    if let Some(rest) = sub.strip_prefix("/servers/") {
+        return admin::handle(session, rt, rest, peer).await;
+    }
     let method = &session.req_header().method;
     if method != http::Method::GET && method != http::Method::HEAD {
         respond(
@@ -45,8 +63,6 @@ pub async fn handle(
         .await?;
         return Ok(405);
     }
-    let path = session.req_header().uri.path();
-    let sub = &path[rt.config.status.path.len()..];
     match sub {
         "" => {
             let body = stub::render(&counters.snapshot());
@@ -56,10 +72,54 @@ pub async fn handle(
             let body = json::render(rt, &counters.snapshot());
             respond(session, 200, "application/json", body, &[]).await?;
         }
+        "/metrics" => {
+            let body = metrics::render(rt, &counters.snapshot());
+            respond(session, 200, metrics::CONTENT_TYPE, body, &[]).await?;
+        }
+        "/ui" => {
+            let body = ui::render(rt, &counters.snapshot());
+            respond(session, 200, "text/html; charset=utf-8", body, &[]).await?;
+        }
         _ => {
             respond_text(session, 404, "404 Not Found: unknown status page").await?;
             return Ok(404);
         }
     }
     Ok(200)
+}
+
+/// The state shown for a server: `down` (config), `draining` (operator or
+/// reload), `unhealthy` (active checks), `failed` (passive), or `up`.
+pub fn server_state(s: &Server) -> &'static str {
+    if s.is_down() {
+        "down"
+    } else if s.is_drained() || s.is_removed() {
+        "draining"
+    } else if !s.active_healthy() {
+        "unhealthy"
+    } else if s.passive_failed() {
+        "failed"
+    } else {
+        "up"
+    }
+}
+
+/// Every value [`server_state`] can return.
+pub const SERVER_STATES: [&str; 5] = ["up", "failed", "unhealthy", "draining", "down"];
+
+/// The selection algorithm's config name (`least_conn`, `round_robin`, ...):
+/// the variant name in snake case, so new algorithms need no change here.
+pub fn selection_name(p: &Pool) -> String {
+    let mut out = String::new();
+    for (i, ch) in format!("{:?}", p.config.selection).chars().enumerate() {
+        if ch.is_ascii_uppercase() {
+            if i > 0 {
+                out.push('_');
+            }
+            out.push(ch.to_ascii_lowercase());
+        } else {
+            out.push(ch);
+        }
+    }
+    out
 }
