@@ -346,6 +346,12 @@ impl ProxyHttp for Fulcrum {
                 .stats
                 .count_response(status, ctx.attempt_start.elapsed());
         }
+        // The final response header (not a 100 Continue): a latency sample.
+        if status >= 200 || status == 101 {
+            if let Some(attempt) = ctx.current.as_mut() {
+                attempt.record_response(ctx.attempt_start.elapsed());
+            }
+        }
         let Some(pool) = ctx.pool.clone() else {
             return Ok(());
         };

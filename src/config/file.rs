@@ -85,6 +85,8 @@ pub struct RawLimits {
 #[serde(deny_unknown_fields)]
 pub struct RawPool {
     pub selection: Option<String>,
+    pub decay: Option<String>,
+    pub default_rtt: Option<String>,
     pub max_fails: Option<u32>,
     pub fail_timeout: Option<String>,
     pub connect_timeout: Option<String>,

@@ -126,6 +126,24 @@ pub enum Selection {
     RoundRobin,
     /// Pingora's weighted random.
     Random,
+    /// Latency-aware least-load: peak-EWMA × (in-flight + 1) / weight,
+    /// power of two choices.
+    Ewma,
+    /// Power of two choices on in-flight/weight.
+    P2c,
+}
+
+impl Selection {
+    /// The name used in the config file and the status pages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Selection::LeastConn => "least_conn",
+            Selection::RoundRobin => "round_robin",
+            Selection::Random => "random",
+            Selection::Ewma => "ewma",
+            Selection::P2c => "p2c",
+        }
+    }
 }
 
 /// One upstream pool.
@@ -135,6 +153,10 @@ pub struct PoolConfig {
     pub name: String,
     /// Selection algorithm.
     pub selection: Selection,
+    /// Time constant of the latency estimate's decay (`ewma`).
+    pub decay: Duration,
+    /// Latency estimate of a server without samples yet (`ewma`).
+    pub default_rtt: Duration,
     /// Timeout to establish a connection to a server.
     pub connect_timeout: Duration,
     /// Timeout between two reads from a server.

@@ -12,7 +12,7 @@ use std::net::ToSocketAddrs;
 
 const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
 const DEFAULT_STATUS_ALLOW: &[&str] = &["127.0.0.1/32", "::1/128"];
-const SELECTIONS: &str = "least_conn, round_robin, random";
+const SELECTIONS: &str = "least_conn, round_robin, random, ewma, p2c";
 const RETRY_ON: &str = "error, timeout, http_500, http_502, http_503, http_504, http_429";
 
 /// Collects errors while walking the document.
@@ -334,6 +334,8 @@ fn pool(c: &mut Checker, path: &str, name: &str, raw: RawPool) -> PoolConfig {
         None | Some("least_conn") => Selection::LeastConn,
         Some("round_robin") => Selection::RoundRobin,
         Some("random") => Selection::Random,
+        Some("ewma") => Selection::Ewma,
+        Some("p2c") => Selection::P2c,
         Some(other) => {
             c.err(
                 &format!("{path}.selection"),
@@ -362,6 +364,21 @@ fn pool(c: &mut Checker, path: &str, name: &str, raw: RawPool) -> PoolConfig {
     let connect_timeout = timeout("connect_timeout", raw.connect_timeout.as_ref(), 1);
     let read_timeout = timeout("read_timeout", raw.read_timeout.as_ref(), 60);
     let write_timeout = timeout("write_timeout", raw.write_timeout.as_ref(), 60);
+    let decay = c.duration(
+        &format!("{path}.decay"),
+        raw.decay.as_ref(),
+        crate::pool::DEFAULT_DECAY,
+    );
+    let default_rtt = c.duration(
+        &format!("{path}.default_rtt"),
+        raw.default_rtt.as_ref(),
+        crate::pool::DEFAULT_RTT,
+    );
+    for (field, d) in [("decay", decay), ("default_rtt", default_rtt)] {
+        if d.is_zero() {
+            c.err(&format!("{path}.{field}"), "must be greater than 0");
+        }
+    }
     let retry = retry(c, &format!("{path}.retry"), raw.retry.unwrap_or_default());
     let health_check = raw
         .health_check
@@ -399,6 +416,8 @@ fn pool(c: &mut Checker, path: &str, name: &str, raw: RawPool) -> PoolConfig {
     PoolConfig {
         name: name.to_string(),
         selection,
+        decay,
+        default_rtt,
         connect_timeout,
         read_timeout,
         write_timeout,
@@ -839,6 +858,51 @@ routes:
             "threads: many\n",
             "(pingora settings).threads",
             "invalid type",
+        );
+    }
+
+    #[test]
+    fn ewma_and_p2c_with_decay_and_default_rtt() {
+        let base = "pools:\n  p:\n    servers: [{addr: \"127.0.0.1:1\"}]\n";
+        let l = from_str(base, &env).unwrap();
+        let p = &l.config.pools[0];
+        assert_eq!(p.selection, Selection::LeastConn);
+        assert_eq!(p.decay, Duration::from_secs(10));
+        assert_eq!(p.default_rtt, Duration::from_millis(1));
+        let doc = format!("{base}    selection: ewma\n    decay: 500ms\n    default_rtt: 20ms\n");
+        let p = &from_str(&doc, &env).unwrap().config.pools[0];
+        assert_eq!(p.selection, Selection::Ewma);
+        assert_eq!(p.decay, Duration::from_millis(500));
+        assert_eq!(p.default_rtt, Duration::from_millis(20));
+        let doc = format!("{base}    selection: p2c\n");
+        assert_eq!(
+            from_str(&doc, &env).unwrap().config.pools[0].selection,
+            Selection::P2c
+        );
+        assert_rejects(
+            &format!("{base}    decay: 0s\n"),
+            "pools.p.decay",
+            "greater than 0",
+        );
+        assert_rejects(
+            &format!("{base}    decay: soon\n"),
+            "pools.p.decay",
+            "invalid duration",
+        );
+        assert_rejects(
+            &format!("{base}    default_rtt: 0ms\n"),
+            "pools.p.default_rtt",
+            "greater than 0",
+        );
+        assert_rejects(
+            &format!("{base}    selection: fastest\n"),
+            "pools.p.selection",
+            "least_conn, round_robin, random, ewma, p2c",
+        );
+        assert_rejects(
+            &format!("{base}    decya: 1s\n"),
+            "pools.p",
+            "unknown field `decya`",
         );
     }
 

@@ -1,11 +1,15 @@
 //! A pool: its servers' shared state, a Pingora `LoadBalancer` for selection,
 //! and the pool-wide policy (timeouts, retries, health checks).
 
+mod ewma;
 mod least_conn;
+mod p2c;
 mod server;
 mod stats;
 
+pub use ewma::{Ewma, LatencyEwma, DEFAULT_DECAY, DEFAULT_RTT};
 pub use least_conn::LeastConn;
+pub use p2c::P2c;
 pub use server::{now_ms, ActiveReport, InFlight, Server, Usability};
 pub use stats::{status_class, FailureKind, Stats, HISTORY_LEN, STATUS_CLASSES};
 
@@ -24,6 +28,8 @@ enum Selector {
     LeastConn(LoadBalancer<LeastConn>),
     RoundRobin(LoadBalancer<RoundRobin>),
     Random(LoadBalancer<Random>),
+    Ewma(LoadBalancer<Ewma>),
+    P2c(LoadBalancer<P2c>),
 }
 
 /// An upstream pool.
@@ -54,6 +60,9 @@ impl Pool {
                 None => Server::new(sc),
             })
             .collect();
+        for s in &servers {
+            s.set_latency_params(config.decay, config.default_rtt);
+        }
         let set: BTreeSet<Backend> = servers
             .iter()
             .map(|s| {
@@ -67,6 +76,8 @@ impl Pool {
             Selection::LeastConn => Selector::LeastConn(load_balancer(set)),
             Selection::RoundRobin => Selector::RoundRobin(load_balancer(set)),
             Selection::Random => Selector::Random(load_balancer(set)),
+            Selection::Ewma => Selector::Ewma(load_balancer(set)),
+            Selection::P2c => Selector::P2c(load_balancer(set)),
         };
         Pool {
             name: config.name.as_str().into(),
@@ -129,8 +140,14 @@ impl Pool {
             };
             let max = self.servers.len() * 4 + 4;
             let chosen = match &self.selector {
-                // The least_conn iterator already orders primaries before backups.
+                // These iterators already order primaries before backups.
                 Selector::LeastConn(lb) => {
+                    lb.select_with(b"", max, |b, _| accept(b, false) || accept(b, true))
+                }
+                Selector::Ewma(lb) => {
+                    lb.select_with(b"", max, |b, _| accept(b, false) || accept(b, true))
+                }
+                Selector::P2c(lb) => {
                     lb.select_with(b"", max, |b, _| accept(b, false) || accept(b, true))
                 }
                 Selector::RoundRobin(lb) => lb

@@ -3,6 +3,7 @@
 //! without a lock on the request path; this object outlives selector rebuilds
 //! and reloads (it is found again by pool name and address).
 
+use super::ewma::LatencyEwma;
 use super::stats::{FailureKind, Stats};
 use crate::config::ServerConfig;
 use std::net::SocketAddr;
@@ -10,11 +11,21 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering:
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+fn process_start() -> Instant {
+    static START: OnceLock<Instant> = OnceLock::new();
+    *START.get_or_init(Instant::now)
+}
+
 /// Milliseconds since the process started: a cheap monotonic clock for atomics.
 pub fn now_ms() -> u64 {
-    static START: OnceLock<Instant> = OnceLock::new();
     // +1 so that 0 can mean "never".
-    START.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
+    process_start().elapsed().as_millis() as u64 + 1
+}
+
+/// Microseconds since the process started (same clock as [`now_ms`]), for
+/// the latency estimate.
+pub fn now_us() -> u64 {
+    process_start().elapsed().as_micros() as u64 + 1
 }
 
 fn unix_ms() -> u64 {
@@ -79,6 +90,8 @@ pub struct Server {
 
     /// Counters for metrics and the status page.
     pub stats: Stats,
+    /// Peak-EWMA of response latency (selection `ewma`, status pages).
+    pub(crate) latency: LatencyEwma,
 }
 
 impl Server {
@@ -110,6 +123,7 @@ impl Server {
             checked: AtomicBool::new(false),
             report: Mutex::new(CheckReport::default()),
             stats: Stats::new(),
+            latency: LatencyEwma::new(now_us()),
         };
         s.apply(cfg);
         Arc::new(s)
@@ -172,6 +186,17 @@ impl Server {
         self.removed.load(Relaxed)
     }
 
+    /// Takes the pool's latency-estimate settings (on start and on reload).
+    pub fn set_latency_params(&self, decay: Duration, default_rtt: Duration) {
+        self.latency.configure(decay, default_rtt);
+    }
+
+    /// Current peak-EWMA of the time from attempt start to response header,
+    /// in milliseconds; `None` until the first sample (or since a recovery).
+    pub fn ewma_ms(&self) -> Option<f64> {
+        self.latency.estimate_us().map(|us| us / 1000.0)
+    }
+
     /// Whether the selection may offer this server now.
     pub fn usability(&self, now: u64) -> Usability {
         if self.is_down() || self.is_drained() || self.is_removed() || !self.active_healthy() {
@@ -213,6 +238,8 @@ impl Server {
             server: Arc::clone(self),
             probe,
             settled: false,
+            started_us: now_us(),
+            sampled: false,
         })
     }
 
@@ -231,6 +258,8 @@ impl Server {
             server: Arc::clone(self),
             probe: true,
             settled: false,
+            started_us: now_us(),
+            sampled: false,
         })
     }
 
@@ -335,6 +364,10 @@ impl Server {
     }
 
     fn set_active(&self, healthy: bool) {
+        if healthy {
+            // Back from unhealthy: its old latency says nothing any more.
+            self.latency.reset(now_us());
+        }
         self.active_healthy.store(healthy, Relaxed);
         self.active_since_unix_ms.store(unix_ms(), Relaxed);
     }
@@ -382,6 +415,10 @@ pub struct InFlight {
     server: Arc<Server>,
     probe: bool,
     settled: bool,
+    /// [`now_us`] when the attempt began.
+    started_us: u64,
+    /// Whether a latency sample was taken (response header seen).
+    sampled: bool,
 }
 
 impl InFlight {
@@ -391,10 +428,31 @@ impl InFlight {
     }
 
     /// The attempt failed; `passive` says whether failures may mark the server.
+    /// It also counts as a high latency sample (see [`LatencyEwma::penalize`]),
+    /// so `ewma` avoids a failing server before passive health marks it.
     pub fn fail(&mut self, passive: bool) {
         if !self.settled {
             self.settled = true;
             self.server.record_failure(passive, self.probe);
+            let now = now_us();
+            let elapsed = now.saturating_sub(self.started_us) as f64;
+            self.server.latency.penalize(elapsed, now);
+        }
+    }
+
+    /// The response header arrived `latency` after the attempt started: one
+    /// latency sample (only the first call of an attempt counts). A probe's
+    /// sample replaces the estimate: it is the first news after a failure.
+    pub fn record_response(&mut self, latency: Duration) {
+        if self.sampled {
+            return;
+        }
+        self.sampled = true;
+        let us = latency.as_secs_f64() * 1e6;
+        if self.probe {
+            self.server.latency.restart_with(us, now_us());
+        } else {
+            self.server.latency.observe(us, now_us());
         }
     }
 
@@ -418,6 +476,13 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
+        if !self.settled && !self.sampled {
+            // Abandoned before any answer (client abort): the server took at
+            // least this long, which only ever raises the estimate.
+            let now = now_us();
+            let waited = now.saturating_sub(self.started_us) as f64;
+            self.server.latency.observe_at_least(waited, now);
+        }
         self.server.in_flight.fetch_sub(1, Relaxed);
         if self.probe && !self.settled {
             self.server.probe_taken.store(false, Release);

@@ -84,6 +84,7 @@ fn server(p: &Pool, s: &Server) -> Value {
         "requests_per_second": round2(s.stats.requests_per_second()),
         "history": history,
         "failures": s.failures(),
+        "ewma_ms": s.ewma_ms().map(|ms| (ms * 1000.0).round() / 1000.0),
         "failures_by_kind": kinds,
         "responses": classes(&s.stats.responses()),
         "retries": s.stats.retries(),
