@@ -224,6 +224,16 @@ fn counters_move_with_requests_failures_and_retries() {
     );
     assert!(delta(&m, "fulcrum_upstream_response_time_seconds_sum", &a) > 0.0);
     assert!(delta(&m, "fulcrum_upstream_connect_time_seconds_count", &a) >= 1.0);
+    // The latency estimate exists once a server was measured, not before;
+    // a failure is a penalty sample, so the dead server has a higher one.
+    assert_eq!(
+        before.get("fulcrum_upstream_response_time_ewma_seconds", &a),
+        None
+    );
+    m.family("fulcrum_upstream_response_time_ewma_seconds", "gauge");
+    let live = m.value("fulcrum_upstream_response_time_ewma_seconds", &a);
+    assert!(live > 0.0);
+    assert!(m.value("fulcrum_upstream_response_time_ewma_seconds", &dead) > live);
     assert_eq!(
         delta(&m, "fulcrum_upstream_connect_time_seconds_count", &dead),
         0.0,

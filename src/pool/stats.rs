@@ -108,12 +108,14 @@ impl Stats {
     }
 
     /// The server answered with `status` after `elapsed` (attempt start to
-    /// response header).
+    /// response header). Only final headers are timed, not `100 Continue`.
     pub fn count_response(&self, status: u16, elapsed: Duration) {
         if let Some(i) = status_class(status) {
             self.responses[i].fetch_add(1, Relaxed);
         }
-        self.response_time.observe(elapsed.as_secs_f64());
+        if status >= 200 || status == 101 {
+            self.response_time.observe(elapsed.as_secs_f64());
+        }
     }
 
     /// A new connection to the server was established after `elapsed`.

@@ -323,6 +323,17 @@ fn servers(s: &mut Scrape, rt: &Runtime) {
         },
     );
     s.per_server(
+        "fulcrum_upstream_response_time_ewma_seconds",
+        "Decaying peak-EWMA of the response time (failures count as penalty samples), as selection: ewma uses it; absent before the first sample.",
+        GAUGE,
+        rt,
+        |_, sv, l, out| {
+            if let Some(ms) = sv.ewma_ms() {
+                out.push(gauge(l, ms / 1000.0));
+            }
+        },
+    );
+    s.per_server(
         "fulcrum_upstream_connect_time_seconds",
         "Time to establish a new connection to a server (reused connections are not observed).",
         HISTOGRAM,

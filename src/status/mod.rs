@@ -107,19 +107,7 @@ pub fn server_state(s: &Server) -> &'static str {
 /// Every value [`server_state`] can return.
 pub const SERVER_STATES: [&str; 5] = ["up", "failed", "unhealthy", "draining", "down"];
 
-/// The selection algorithm's config name (`least_conn`, `round_robin`, ...):
-/// the variant name in snake case, so new algorithms need no change here.
-pub fn selection_name(p: &Pool) -> String {
-    let mut out = String::new();
-    for (i, ch) in format!("{:?}", p.config.selection).chars().enumerate() {
-        if ch.is_ascii_uppercase() {
-            if i > 0 {
-                out.push('_');
-            }
-            out.push(ch.to_ascii_lowercase());
-        } else {
-            out.push(ch);
-        }
-    }
-    out
+/// The selection algorithm's config name (`least_conn`, `ewma`, ...).
+pub fn selection_name(p: &Pool) -> &'static str {
+    p.config.selection.as_str()
 }
