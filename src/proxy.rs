@@ -10,12 +10,12 @@
 //! logging          settles the attempt, writes the access log record
 
 use crate::access_log::{AccessLog, AttemptLog, Record};
-use crate::{client_conn, drain, limits};
 use crate::local_response::{respond, respond_text};
 use crate::pool::{FailureKind, InFlight, Pool};
 use crate::router::BadPath;
 use crate::runtime::{Runtime, SharedRuntime};
 use crate::status::{self, Counters, RequestGuard, RouteStats};
+use crate::{client_conn, drain, limits};
 use async_trait::async_trait;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
