@@ -10,7 +10,7 @@
 //! server settings, the access log target) are reported as needing an
 //! upgrade and keep their running values.
 
-use crate::config::{self, AccessLogTarget, Loaded};
+use crate::config::{self, AccessLogFormat, AccessLogTarget, Loaded};
 use crate::pool::Server;
 use crate::runtime::{Runtime, SharedRuntime};
 use async_trait::async_trait;
@@ -30,6 +30,7 @@ pub struct Fixed {
     pingora: serde_yaml::Mapping,
     listen: Vec<SocketAddr>,
     access_log: AccessLogTarget,
+    access_log_format: AccessLogFormat,
     /// Pingora's retry ceiling as the process computed it at start.
     retry_limit: usize,
 }
@@ -41,6 +42,7 @@ impl Fixed {
             pingora: pingora_settings(&loaded.server),
             listen: loaded.config.listen.clone(),
             access_log: loaded.config.access_log.clone(),
+            access_log_format: loaded.config.access_log_format,
             retry_limit: crate::service::retry_limit(&loaded.config, loaded.server.max_retries),
         }
     }
@@ -68,6 +70,12 @@ impl Fixed {
                 "listen: {} -> {}",
                 addrs(&self.listen),
                 addrs(&next.listen)
+            ));
+        }
+        if self.access_log_format != next.access_log_format {
+            out.push(format!(
+                "access_log_format: {:?} -> {:?}",
+                self.access_log_format, next.access_log_format
             ));
         }
         if self.access_log != next.access_log {
@@ -233,6 +241,7 @@ pub fn reload(path: &Path, shared: &SharedRuntime, fixed: &Fixed) -> Option<Summ
                 errors.0.len(),
                 shared.load().generation
             );
+            crate::status::record_reload(false);
             return None;
         }
     };
@@ -243,6 +252,7 @@ pub fn reload(path: &Path, shared: &SharedRuntime, fixed: &Fixed) -> Option<Summ
         );
     }
     let summary = apply(shared, loaded);
+    crate::status::record_reload(true);
     log::info!("reload of {file}: {summary}");
     Some(summary)
 }
