@@ -2,7 +2,7 @@
 # Runs every test of fulcrum: formatting, lints, unit and integration tests.
 # Installs what the build and the tests need on Debian (cmake for Pingora's
 # zlib-ng; iproute2 and curl for the network-namespace tests; shellcheck for
-# the deploy scripts) when missing.
+# the deploy scripts; Chromium for the status page test) when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,6 +11,7 @@ command -v cmake >/dev/null || need+=(cmake)
 command -v ip >/dev/null || need+=(iproute2)
 command -v curl >/dev/null || need+=(curl)
 command -v shellcheck >/dev/null || need+=(shellcheck)
+[ -x /usr/bin/chromium ] || need+=(chromium fonts-dejavu-core)
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" -eq 0 ]; then SUDO=(); else SUDO=(sudo); fi
     echo "test.sh: installing ${need[*]}"
