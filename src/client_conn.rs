@@ -13,6 +13,14 @@
 //! complete ([`header_received`]) and rearms it when the request is done
 //! ([`expect_next_header`]). The connection is then closed without an answer,
 //! as nginx does.
+//!
+//! It also counts the connections whose request header has begun but is not
+//! complete. When the process leaves (upgrade or stop), Pingora's cleanup
+//! drops every connection waiting for a request header, including one whose
+//! client is still sending it (a slow client, or a large header); the
+//! cleanup is therefore held back until those headers are complete, at most
+//! `client_header_timeout`, so that their requests are answered (with
+//! `Connection: close`) instead of cut.
 
 use crate::runtime::SharedRuntime;
 use crate::status::Counters;
@@ -42,6 +50,8 @@ pub struct ClientLimits<A> {
     runtime: SharedRuntime,
     counters: Arc<Counters>,
     open: Arc<AtomicUsize>,
+    /// Connections in the middle of sending a request header.
+    partial: Arc<AtomicUsize>,
 }
 
 impl<A> ClientLimits<A> {
@@ -52,6 +62,7 @@ impl<A> ClientLimits<A> {
             runtime,
             counters,
             open: Arc::new(AtomicUsize::new(0)),
+            partial: Arc::new(AtomicUsize::new(0)),
         }
     }
 }
@@ -83,7 +94,9 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for ClientLimits<A> {
             log_refusal(max);
             return None; // dropping the stream closes the connection
         }
-        let stream: Stream = Box::new(HeaderDeadline::new(stream, header_timeout));
+        let stream: Stream = Box::new(
+            HeaderDeadline::new(stream, header_timeout).counting(Arc::clone(&self.partial)),
+        );
         let mut next = self.inner.process_new(stream, shutdown).await;
         while let Some(stream) = next {
             next = self.inner.process_new(stream, shutdown).await;
@@ -92,7 +105,19 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for ClientLimits<A> {
         None
     }
 
+    /// The listeners have stopped: let headers being received complete (at
+    /// most `client_header_timeout`) before the inner cleanup drops every
+    /// connection waiting for a request.
     async fn cleanup(&self) {
+        let limit = self.runtime.load().config.limits.client_header_timeout;
+        let until = Instant::now() + limit;
+        let waiting = self.partial.load(Relaxed);
+        if waiting > 0 {
+            log::info!("waiting up to {limit:?} for {waiting} request header(s) being received");
+        }
+        while self.partial.load(Relaxed) > 0 && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         self.inner.cleanup().await
     }
 }
@@ -102,7 +127,8 @@ fn log_refusal(max: usize) {
     static LAST: AtomicU64 = AtomicU64::new(0);
     let now = clock_ms();
     let last = LAST.load(Relaxed);
-    if now.saturating_sub(last) >= 1000 && LAST.compare_exchange(last, now, Relaxed, Relaxed).is_ok()
+    if now.saturating_sub(last) >= 1000
+        && LAST.compare_exchange(last, now, Relaxed, Relaxed).is_ok()
     {
         log::warn!("limits.max_connections ({max}) reached: closing new connections at once");
     }
@@ -129,6 +155,11 @@ pub struct HeaderDeadline {
     /// Start the clock at the next byte read.
     armed: AtomicBool,
     sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// A request header is expected (from accept, and after each request).
+    awaiting: AtomicBool,
+    /// Bytes of that header arrived; counted in `partial_count`.
+    partial: AtomicBool,
+    partial_count: Option<Arc<AtomicUsize>>,
 }
 
 impl HeaderDeadline {
@@ -141,6 +172,27 @@ impl HeaderDeadline {
             deadline_ms: AtomicU64::new(clock_ms() + ms),
             armed: AtomicBool::new(false),
             sleep: None,
+            awaiting: AtomicBool::new(true),
+            partial: AtomicBool::new(false),
+            partial_count: None,
+        }
+    }
+
+    /// Counts this connection in `count` while it is in the middle of a header.
+    pub fn counting(mut self, count: Arc<AtomicUsize>) -> Self {
+        self.partial_count = Some(count);
+        self
+    }
+
+    fn set_partial(&self, on: bool) {
+        if self.partial.swap(on, Relaxed) != on {
+            if let Some(c) = &self.partial_count {
+                if on {
+                    c.fetch_add(1, Relaxed);
+                } else {
+                    c.fetch_sub(1, Relaxed);
+                }
+            }
         }
     }
 
@@ -154,6 +206,8 @@ pub fn header_received(session: &Session) {
     if let Some(h) = HeaderDeadline::of(session) {
         h.armed.store(false, Relaxed);
         h.deadline_ms.store(0, Relaxed);
+        h.awaiting.store(false, Relaxed);
+        h.set_partial(false);
     }
 }
 
@@ -163,6 +217,13 @@ pub fn expect_next_header(session: &Session, timeout: Duration) {
         h.timeout_ms.store(timeout.as_millis() as u64, Relaxed);
         h.deadline_ms.store(0, Relaxed);
         h.armed.store(true, Relaxed);
+        h.awaiting.store(true, Relaxed);
+    }
+}
+
+impl Drop for HeaderDeadline {
+    fn drop(&mut self) {
+        self.set_partial(false);
     }
 }
 
@@ -176,9 +237,14 @@ impl AsyncRead for HeaderDeadline {
         let before = buf.filled().len();
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
-                if buf.filled().len() > before && this.armed.swap(false, Relaxed) {
-                    let deadline = clock_ms() + this.timeout_ms.load(Relaxed);
-                    this.deadline_ms.store(deadline, Relaxed);
+                if buf.filled().len() > before {
+                    if this.armed.swap(false, Relaxed) {
+                        let deadline = clock_ms() + this.timeout_ms.load(Relaxed);
+                        this.deadline_ms.store(deadline, Relaxed);
+                    }
+                    if this.awaiting.load(Relaxed) {
+                        this.set_partial(true);
+                    }
                 }
                 Poll::Ready(Ok(()))
             }
@@ -338,6 +404,31 @@ mod tests {
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
         assert!(start.elapsed() >= t && start.elapsed() < t * 3);
         writer.abort();
+    }
+
+    #[tokio::test]
+    async fn headers_in_progress_are_counted() {
+        let (s, mut client, _) = pair();
+        let count = Arc::new(AtomicUsize::new(0));
+        let mut s = s.counting(Arc::clone(&count));
+        let mut buf = [0u8; 16];
+        client.write_all(b"GE").await.unwrap();
+        s.read(&mut buf).await.unwrap();
+        assert_eq!(count.load(Relaxed), 1);
+        // header_received
+        s.awaiting.store(false, Relaxed);
+        s.set_partial(false);
+        assert_eq!(count.load(Relaxed), 0);
+        client.write_all(b"body").await.unwrap();
+        s.read(&mut buf).await.unwrap();
+        assert_eq!(count.load(Relaxed), 0, "body bytes are not a header");
+        // expect_next_header, then the next request begins
+        s.awaiting.store(true, Relaxed);
+        client.write_all(b"G").await.unwrap();
+        s.read(&mut buf).await.unwrap();
+        assert_eq!(count.load(Relaxed), 1);
+        drop(s);
+        assert_eq!(count.load(Relaxed), 0, "a closed connection is not counted");
     }
 
     #[tokio::test]

@@ -52,11 +52,7 @@ impl Reject {
 /// Every check on a request header, in order: size (431), field count
 /// (431), framing (400), declared body size (413). `raw` is the header as
 /// received (request line through the empty line).
-pub fn check_request(
-    raw: &[u8],
-    req: &RequestHeader,
-    limits: &LimitsConfig,
-) -> Result<(), Reject> {
+pub fn check_request(raw: &[u8], req: &RequestHeader, limits: &LimitsConfig) -> Result<(), Reject> {
     if raw.len() > limits.max_header_size {
         return Err(Reject::new(
             431,
@@ -154,9 +150,9 @@ pub fn body_reject(max: u64) -> Reject {
 /// socket with unread data resets it, and the client could lose the answer.
 pub async fn discard_body(session: &mut Session) {
     let deadline = tokio::time::Instant::now() + LINGER_TIME;
-    while let Ok(Ok(Some(_))) =
-        tokio::time::timeout_at(deadline, session.read_request_body()).await
-    {}
+    while let Ok(Ok(Some(_))) = tokio::time::timeout_at(deadline, session.read_request_body()).await
+    {
+    }
 }
 
 /// How long [`discard_body`] goes on (nginx: `lingering_time`, 30 s).
@@ -262,10 +258,7 @@ mod tests {
         };
         let big = format!("GET / HTTP/1.1\r\nX-Big: {}\r\n\r\n", "a".repeat(1000));
         assert_eq!(check(&big, &limits).unwrap_err().status, 431);
-        let exact = format!(
-            "GET / HTTP/1.1\r\nX: {}\r\n\r\n",
-            "a".repeat(1024 - 23)
-        );
+        let exact = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(1024 - 23));
         assert_eq!(exact.len(), 1024);
         assert_eq!(check(&exact, &limits), Ok(()));
         let many = "GET / HTTP/1.1\r\nA: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\n\r\n";
@@ -284,11 +277,7 @@ mod tests {
             client_max_body_size: 100,
             ..LimitsConfig::default()
         };
-        let r = check(
-            "POST / HTTP/1.1\r\nContent-Length: 101\r\n\r\n",
-            &limits,
-        )
-        .unwrap_err();
+        let r = check("POST / HTTP/1.1\r\nContent-Length: 101\r\n\r\n", &limits).unwrap_err();
         assert_eq!(r.status, 413);
         assert_eq!(
             check("POST / HTTP/1.1\r\nContent-Length: 100\r\n\r\n", &limits),

@@ -121,6 +121,11 @@ pub fn normalize(path: &str) -> Result<Cow<'_, str>, BadPath> {
 /// Also reports whether dot segments were present; with `resolve_dots`
 /// false they are kept as ordinary segments.
 fn normalize_inner(path: &str, resolve_dots: bool) -> Result<(Cow<'_, str>, bool), BadPath> {
+    if !path.starts_with('/') {
+        // Found by the router fuzz target: "" came back as a "normal" path
+        // (and the first character of a relative one was skipped unseen).
+        return Err(BadPath::Malformed);
+    }
     let bytes = path.as_bytes();
     let needs_work = bytes.contains(&b'%')
         || bytes.contains(&0)
@@ -176,6 +181,10 @@ fn decode_unreserved(seg: &str) -> Result<String, BadPath> {
             0 | b'\\' => return Err(BadPath::Malformed),
             b'%' => {
                 let hex = b.get(i + 1..i + 3).ok_or(BadPath::Malformed)?;
+                // Two hex digits exactly (from_str_radix alone takes "+1").
+                if !hex.iter().all(u8::is_ascii_hexdigit) {
+                    return Err(BadPath::Malformed);
+                }
                 let hex = std::str::from_utf8(hex).map_err(|_| BadPath::Malformed)?;
                 let v = u8::from_str_radix(hex, 16).map_err(|_| BadPath::Malformed)?;
                 if v == 0 || v == b'\\' {
@@ -262,6 +271,8 @@ mod tests {
         assert_eq!(t.route("/nothing/./x/../y"), Ok(None));
         assert_eq!(t.route("/api/%00"), Err(BadPath::Malformed));
         assert_eq!(t.route("/api/%zz"), Err(BadPath::Malformed));
+        // Found by tests/properties.rs: a sign is not a hex digit.
+        assert_eq!(t.route("/api/%+1"), Err(BadPath::Malformed));
         assert_eq!(t.route("/api/users\\..\\orders"), Err(BadPath::Malformed));
         assert_eq!(t.route("/api\\users"), Err(BadPath::Malformed));
         assert_eq!(t.route("/api/users/a%5c..%5cb"), Err(BadPath::Malformed));
@@ -280,6 +291,14 @@ mod tests {
         // Climbing inside the prefix is fine.
         let m = t.route("/api/users/a/../7").unwrap().unwrap();
         assert_eq!((m.route.pool, &*m.upstream_path), (1, "/api/users/7"));
+    }
+
+    #[test]
+    fn only_absolute_paths_are_normalized() {
+        assert_eq!(normalize(""), Err(BadPath::Malformed));
+        assert_eq!(normalize("a/b"), Err(BadPath::Malformed));
+        assert_eq!(normalize("x%2e%2e/a"), Err(BadPath::Malformed));
+        assert_eq!(normalize("/").unwrap(), "/");
     }
 
     #[test]

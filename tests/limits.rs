@@ -22,7 +22,11 @@ fn setup(limits: &str) -> (Backends, Fulcrum) {
 }
 
 /// Writes one byte of `bytes` every `every` on a clone of `s` until told to stop.
-fn trickle(s: &TcpStream, bytes: &'static [u8], every: Duration) -> (Arc<AtomicBool>, std::thread::JoinHandle<()>) {
+fn trickle(
+    s: &TcpStream,
+    bytes: &'static [u8],
+    every: Duration,
+) -> (Arc<AtomicBool>, std::thread::JoinHandle<()>) {
     let stop = Arc::new(AtomicBool::new(false));
     let mut w = s.try_clone().unwrap();
     let stop2 = Arc::clone(&stop);
@@ -53,7 +57,11 @@ fn body_larger_than_client_max_body_size_gets_413() {
     big.extend(std::iter::repeat_n(b'x', 100_000));
     let ex = exchange(f.addr, &big, Duration::from_secs(5));
     assert_eq!(ex.status(), 413, "{}", ex.summary());
-    assert!(ex.response.unwrap().body.contains("client_max_body_size (4096 bytes)"));
+    assert!(ex
+        .response
+        .unwrap()
+        .body
+        .contains("client_max_body_size (4096 bytes)"));
     // Chunked: counted while streaming, refused when the limit is passed.
     let mut chunked =
         b"POST /api/x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
@@ -66,7 +74,11 @@ fn body_larger_than_client_max_body_size_gets_413() {
     let ex = exchange(f.addr, &chunked, Duration::from_secs(5));
     assert_eq!(ex.status(), 413, "{}", ex.summary());
     assert!(ex.closed);
-    assert_eq!(b.requests("a"), 0, "no complete request reached the backend");
+    assert_eq!(
+        b.requests("a"),
+        0,
+        "no complete request reached the backend"
+    );
     f.assert_in_flight_returns_to_zero();
     // At the limit, both ways: forwarded whole.
     let r = request(f.addr, "POST", "/api/x", &[], &[b'z'; 4096]);
@@ -140,8 +152,41 @@ fn a_slow_header_is_cut_off_after_client_header_timeout() {
     t.join().unwrap();
     assert!(closed, "keepalive connection not closed");
     assert!(took < Duration::from_secs(3), "closed after {took:?}");
-    assert_eq!(b.requests("a"), 2, "the slow request never reached the backend");
+    assert_eq!(
+        b.requests("a"),
+        2,
+        "the slow request never reached the backend"
+    );
     assert_eq!(f.get("/health").status, 200);
+}
+
+#[test]
+fn a_header_being_received_when_the_process_leaves_is_still_answered() {
+    let (b, f) = setup("  client_header_timeout: 10s\n");
+    // Half a header, then the process is told to stop: the listeners close
+    // at once, and connections waiting for a request are dropped 1 s later
+    // (drain::IDLE_CLOSE_DELAY), unless their header is being received.
+    let mut s = connect(f.addr, Duration::from_secs(20));
+    s.write_all(b"GET /api/slow HTTP/1.1\r\nHost: a\r\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    signal(f.child.id(), "TERM");
+    assert!(
+        wait_until(Duration::from_secs(5), || f
+            .log_text()
+            .contains("request header(s) being received")),
+        "cleanup did not wait for the header; log:\n{}",
+        f.log_text()
+    );
+    // The rest of the header, past the point where it used to be cut off.
+    s.write_all(b"X-Late: 1\r\n\r\n").unwrap();
+    let mut reader = std::io::BufReader::new(s.try_clone().unwrap());
+    let r = read_response(&mut reader, false)
+        .unwrap_or_else(|e| panic!("the request was cut off: {e}; log:\n{}", f.log_text()));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.header("connection"), Some("close"));
+    assert!(wait_closed(&mut s, Duration::from_secs(5), &mut vec![]));
+    assert_eq!(b.requests("a"), 1);
 }
 
 #[test]
@@ -167,8 +212,10 @@ fn a_slow_body_gets_408_and_releases_its_slot() {
     // A body that keeps coming, slower than the limit as a whole but with
     // no gap over it, is fine (the timeout is between two reads, as nginx's).
     let mut s = connect(f.addr, Duration::from_secs(20));
-    s.write_all(b"POST /api/y HTTP/1.1\r\nHost: a\r\nConnection: close\r\nContent-Length: 15\r\n\r\n")
-        .unwrap();
+    s.write_all(
+        b"POST /api/y HTTP/1.1\r\nHost: a\r\nConnection: close\r\nContent-Length: 15\r\n\r\n",
+    )
+    .unwrap();
     let (_stop, t) = trickle(&s, b"abcdefghijklmno", Duration::from_millis(150));
     t.join().unwrap();
     let ex = finish(s, false, Duration::from_secs(5));
@@ -200,7 +247,9 @@ fn idle_keepalive_connections_close_after_keepalive_timeout() {
 fn connections_above_max_connections_are_closed_and_counted() {
     let (_b, f) = setup("  max_connections: 2\n");
     let before = stub(&f);
-    let mut held: Vec<KeepAlive> = (0..2).map(|_| KeepAlive::connect(f.addr).unwrap()).collect();
+    let mut held: Vec<KeepAlive> = (0..2)
+        .map(|_| KeepAlive::connect(f.addr).unwrap())
+        .collect();
     for ka in &mut held {
         assert_eq!(ka.get("/api/held").unwrap().status, 200);
     }
