@@ -116,12 +116,12 @@ fn zero_body_limit_means_unlimited_and_default_is_1m() {
 #[test]
 fn a_slow_header_is_cut_off_after_client_header_timeout() {
     let (b, f) = setup("  client_header_timeout: 1s\n");
-    // New connection: one byte every 100 ms would take 4 s.
+    // New connection: one byte every 100 ms would take 13 s.
     let mut s = connect(f.addr, Duration::from_secs(20));
     let start = Instant::now();
     let (stop, t) = trickle(
         &s,
-        b"GET /api/x HTTP/1.1\r\nHost: a\r\nX-Slow: aaaaaaaaaaaaaaaaaaaa\r\n\r\n",
+        b"GET /api/x HTTP/1.1\r\nHost: a\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n",
         Duration::from_millis(100),
     );
     let closed = wait_closed(&mut s, Duration::from_secs(15), &mut vec![]);
@@ -130,7 +130,7 @@ fn a_slow_header_is_cut_off_after_client_header_timeout() {
     t.join().unwrap();
     assert!(closed, "not closed");
     assert!(
-        took >= Duration::from_millis(900) && took < Duration::from_secs(3),
+        took >= Duration::from_millis(900) && took < Duration::from_secs(8),
         "closed after {took:?}"
     );
     // Kept-alive connection: the clock starts at the next request's first byte.
@@ -142,7 +142,7 @@ fn a_slow_header_is_cut_off_after_client_header_timeout() {
     let start = Instant::now();
     let (stop, t) = trickle(
         s,
-        b"GET /api/3 HTTP/1.1\r\nHost: a\r\nX-Slow: aaaaaaaaaaaaaaaaaaaa\r\n\r\n",
+        b"GET /api/3 HTTP/1.1\r\nHost: a\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n",
         Duration::from_millis(100),
     );
     let mut s2 = s.try_clone().unwrap();
@@ -151,7 +151,7 @@ fn a_slow_header_is_cut_off_after_client_header_timeout() {
     stop.store(true, Ordering::Relaxed);
     t.join().unwrap();
     assert!(closed, "keepalive connection not closed");
-    assert!(took < Duration::from_secs(3), "closed after {took:?}");
+    assert!(took < Duration::from_secs(8), "closed after {took:?}");
     assert_eq!(
         b.requests("a"),
         2,
@@ -206,7 +206,7 @@ fn a_slow_body_gets_408_and_releases_its_slot() {
     let took = start.elapsed();
     assert_eq!(ex.status(), 408, "{}", ex.summary());
     assert!(ex.closed);
-    assert!(took < Duration::from_secs(4), "answered after {took:?}");
+    assert!(took < Duration::from_secs(8), "answered after {took:?}");
     f.assert_in_flight_returns_to_zero();
     assert_eq!(b.requests("a"), 0);
     // A body that keeps coming, slower than the limit as a whole but with
@@ -232,7 +232,7 @@ fn idle_keepalive_connections_close_after_keepalive_timeout() {
     assert!(wait_closed(&mut s, Duration::from_secs(10), &mut vec![]));
     let took = start.elapsed();
     assert!(
-        took >= Duration::from_millis(800) && took < Duration::from_secs(4),
+        took >= Duration::from_millis(800) && took < Duration::from_secs(8),
         "closed after {took:?}"
     );
     // Zero turns keepalive off.
