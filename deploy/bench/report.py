@@ -1,0 +1,374 @@
+#!/usr/bin/env python3
+"""Writes BENCHMARKS.md and the ratio chart from the harness's results
+(JSON lines from measure.py and idle.py). Ratios are against nginx in the
+same run: absolute numbers on a shared 2-core machine are noisy, ratios much
+less so."""
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+
+LABELS = {
+    "direct": "direct to backend",
+    "fulcrum": "fulcrum",
+    "fulcrum-log": "fulcrum, access log on",
+    "nginx": "nginx",
+    "haproxy": "HAProxy",
+    "fulcrum-least_conn": "fulcrum least_conn",
+    "fulcrum-round_robin": "fulcrum round_robin",
+    "fulcrum-ewma": "fulcrum ewma",
+    "fulcrum-p2c": "fulcrum p2c",
+}
+SKEW_LABELS = {"nginx": "nginx least_conn, 2 workers", "haproxy": "HAProxy leastconn, 2 threads"}
+
+SCENARIOS = {
+    "a": ("a) Small responses, client keepalive",
+          "11-byte responses, 50 keepalive client connections (wrk -t1 -c50)."),
+    "b": ("b) Small responses, new connection per request",
+          "As a), with `Connection: close` on every request: one TCP connection "
+          "per request on the client side (upstream connections are still reused)."),
+    "c": ("c) 64 KB responses",
+          "65,536-byte responses, 50 keepalive client connections."),
+    "d": ("d) Fixed offered rate (latency at equal load)",
+          "{rate} requests/s offered over 50 keepalive connections, well below "
+          "every contender's saturation: wrk paced by wrk_report.lua (see README)."),
+}
+
+
+def sh(*cmd):
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
+        return (out.stdout + out.stderr).strip()
+    except OSError as e:
+        return f"unavailable ({e})"
+
+
+def versions(args):
+    repo = args.repo
+    commit = sh("git", "-C", repo, "rev-parse", "--short=12", "HEAD")
+    dirty = sh("git", "-C", repo, "status", "--porcelain", "--", "src", "Cargo.toml", "Cargo.lock")
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+    mem_kb = next(int(l.split()[1]) for l in open("/proc/meminfo") if l.startswith("MemTotal"))
+    return {
+        "fulcrum": f"{sh(args.fulcrum, '--version')}, git {commit}"
+        + (" (with uncommitted changes to src/)" if dirty else "")
+        + f", {sh('rustc', '--version')}",
+        "nginx": sh("nginx", "-v").replace("nginx version: ", ""),
+        "HAProxy": sh("haproxy", "-v").splitlines()[0],
+        "wrk": sh("wrk", "-v").splitlines()[0].split(" Copyright")[0],
+        "machine": f"{os.cpu_count()} CPUs ({cpu}), {mem_kb // 1024} MiB, "
+        f"Linux {platform.release()}, {sh('sh', '-c', '. /etc/os-release; echo $PRETTY_NAME')}",
+    }
+
+
+def fmt(v, digits=2):
+    if v is None:
+        return "—"
+    if isinstance(v, str):
+        return v
+    if abs(v) >= 1000:
+        return f"{v:,.0f}"
+    return f"{v:.{digits}f}"
+
+
+def ratio(v, base):
+    return v / base if v is not None and base else None
+
+
+def rx(r):
+    return "—" if r is None else f"{r:.2f}×"
+
+
+def table(head, rows):
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+class Results:
+    def __init__(self, path):
+        self.rows = [json.loads(l) for l in open(path) if l.strip()]
+
+    def get(self, scn, who):
+        return next((r for r in self.rows if r["scenario"] == scn and r["contender"] == who), None)
+
+    def scenario(self, scn):
+        return [r for r in self.rows if r["scenario"] == scn]
+
+    def ratio(self, scn, who, key, base="nginx"):
+        r, b = self.get(scn, who), self.get(scn, base)
+        if not r or not b or r.get("unavailable") or b.get("unavailable"):
+            return None
+        return ratio(r.get(key), b.get(key))
+
+
+def load_table(res, scn):
+    base = res.get(scn, "nginx") or {}
+    rows = []
+    for r in res.scenario(scn):
+        direct = r["contender"] == "direct"
+        rows.append([
+            LABELS.get(r["contender"], r["contender"]),
+            fmt(r["rps"]), fmt(r["p50_ms"], 3), fmt(r["p99_ms"], 3), fmt(r["p999_ms"], 3),
+            fmt(r["cpu_ms_per_1k"], 1) + (" (backend)" if direct else ""),
+            fmt(r.get("sys_ms_per_1k"), 1),
+            fmt(r["peak_rss_kb"] / 1024, 1),
+            "—" if direct else rx(ratio(r["cpu_ms_per_1k"], base.get("cpu_ms_per_1k"))),
+            rx(ratio(r["rps"], base.get("rps"))),
+            rx(ratio(r["p99_ms"], base.get("p99_ms"))),
+            r["errors"],
+        ])
+    head = ["contender", "requests/s", "p50 ms", "p99 ms", "p99.9 ms", "CPU ms per 1k req",
+            "of which kernel", "peak RSS MB", "CPU vs nginx", "req/s vs nginx", "p99 vs nginx", "errors"]
+    return table(head, rows)
+
+
+def idle_table(res):
+    base = res.get("e", "nginx") or {}
+    rows = []
+    for r in res.scenario("e"):
+        per_conn = (r["rss_kb"] - r["baseline_rss_kb"]) * 1024 / r["conns"]
+        rows.append([
+            LABELS.get(r["contender"], r["contender"]), f"{r['conns']:,}", f"{r['still_open']:,}",
+            fmt(r["rss_kb"] / 1024, 1), fmt(r["pss_kb"] / 1024, 1), fmt(r["baseline_rss_kb"] / 1024, 1),
+            fmt(per_conn / 1024, 1), fmt(r["peak_rss_kb"] / 1024, 1),
+            rx(ratio(r["rss_kb"], base.get("rss_kb"))),
+        ])
+    head = ["contender", "connections", "still open", "RSS MB", "PSS MB", "RSS before MB",
+            "KB per connection", "peak RSS MB", "RSS vs nginx"]
+    return table(head, rows)
+
+
+def skew_table(res):
+    base = res.get("f", "nginx") or {}
+    rows = []
+    for r in res.scenario("f"):
+        label = SKEW_LABELS.get(r["contender"], LABELS.get(r["contender"], r["contender"]))
+        if r.get("unavailable"):
+            rows.append([label] + ["not available"] + ["—"] * 8)
+            continue
+        n = r["backend_requests"]
+        rows.append([
+            label, f"{100 * r['slow_share']:.2f}%", f"{n.get('fast', 0):,} / {n.get('slow', 0):,}",
+            fmt(r["rps"]), fmt(r["p50_ms"], 3), fmt(r["p99_ms"], 3), fmt(r["p999_ms"], 3),
+            fmt(r["cpu_ms_per_1k"], 1), rx(ratio(r["rps"], base.get("rps"))),
+            rx(ratio(r["p99_ms"], base.get("p99_ms"))),
+        ])
+    head = ["contender", "share to slow backend", "fast / slow requests", "requests/s", "p50 ms",
+            "p99 ms", "p99.9 ms", "CPU ms per 1k req", "req/s vs nginx", "p99 vs nginx"]
+    return table(head, rows)
+
+
+def verdict(ok):
+    return "—" if ok is None else ("met" if ok else "**missed**")
+
+
+def targets(res):
+    rows = []
+
+    def limit(name, r, lim):
+        rows.append([name, rx(r), f"≤ {lim:.2f}×", verdict(None if r is None else r <= lim)])
+
+    limit("CPU per request, small responses, keepalive (a)", res.ratio("a", "fulcrum", "cpu_ms_per_1k"), 1.5)
+    limit("CPU per request, 64 KB responses (c)", res.ratio("c", "fulcrum", "cpu_ms_per_1k"), 0.9)
+    limit("p99 at a fixed offered rate (d)", res.ratio("d", "fulcrum", "p99_ms"), 1.0)
+    limit("RSS with 10,000 idle connections (e)", res.ratio("e", "fulcrum", "rss_kb"), 2.0)
+    lc, rr, ng = (res.get("f", w) for w in ("fulcrum-least_conn", "fulcrum-round_robin", "nginx"))
+    if lc and rr and ng:
+        ok = all(lc[k] < o[k] for o in (rr, ng) for k in ("slow_share", "p99_ms"))
+        rows.append([
+            "Skew (f): fulcrum least_conn sends less to the slow backend and has a lower p99 "
+            "than round_robin and than nginx least_conn (2 workers)",
+            f"share {100 * lc['slow_share']:.2f}% vs {100 * rr['slow_share']:.2f}% / "
+            f"{100 * ng['slow_share']:.2f}%; p99 {lc['p99_ms']:.2f} vs {rr['p99_ms']:.2f} / {ng['p99_ms']:.2f} ms",
+            "lower than both", verdict(ok)])
+    ew = res.get("f", "fulcrum-ewma")
+    if ew and ng and not ew.get("unavailable"):
+        ok = ew["slow_share"] < 0.01 and ew["p99_ms"] < 5 and ew["rps"] >= ng["rps"]
+        rows.append([
+            "Skew (f), issue 9: fulcrum ewma sends < 1% to the slow backend, p99 < 5 ms, "
+            "throughput ≥ nginx least_conn",
+            f"share {100 * ew['slow_share']:.2f}%, p99 {ew['p99_ms']:.2f} ms, "
+            f"req/s {ew['rps'] / ng['rps']:.2f}× nginx", "< 1%, < 5 ms, ≥ 1.00×", verdict(ok)])
+    else:
+        rows.append(["Skew (f), issue 9: fulcrum ewma", "not available", "< 1%, < 5 ms", "—"])
+    return table(["target (issue 6, 9)", "measured", "target", "verdict"], rows)
+
+
+# Chart: (label, scenario, key, target or None); lower is better except req/s.
+CHART = [
+    ("CPU/request, keepalive (a)", "a", "cpu_ms_per_1k", 1.5),
+    ("CPU/request, new conn. (b)", "b", "cpu_ms_per_1k", None),
+    ("CPU/request, 64 KB (c)", "c", "cpu_ms_per_1k", 0.9),
+    ("requests/s, keepalive (a)", "a", "rps", None),
+    ("p99 at fixed rate (d)", "d", "p99_ms", 1.0),
+    ("RSS, idle conns (e)", "e", "rss_kb", 2.0),
+    ("p99, skew (f)", "f", "p99_ms", None),
+]
+SERIES = [("fulcrum", (31, 119, 180)), ("HAProxy", (255, 127, 14))]
+# Ratios are drawn on a log scale from 1.0 (nginx): 2x and 0.5x are equally far.
+LOG_MIN, LOG_MAX = 0.25, 32.0
+
+
+def chart_data(res):
+    data = []
+    for label, scn, key, target in CHART:
+        who = "fulcrum-least_conn" if scn == "f" else "fulcrum"
+        data.append((label, [res.ratio(scn, who, key), res.ratio(scn, "haproxy", key)], target))
+    return data
+
+
+def chart_matplotlib(data, path, title):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 5.5), dpi=100)
+    n = len(data)
+    for s, (name, color) in enumerate(SERIES):
+        for i, (_, vals, _) in enumerate(data):
+            v = vals[s]
+            if v is None:
+                continue
+            y = n - 1 - i + (0.2 if s == 0 else -0.2)
+            ax.barh(y, v - 1, left=1, height=0.38, color=[c / 255 for c in color],
+                    label=f"{name} / nginx" if i == 0 else None)
+            ax.text(v * (1.04 if v >= 1 else 0.96), y, f"{v:.2f}×", va="center",
+                    ha="left" if v >= 1 else "right", fontsize=8)
+    for i, (_, _, target) in enumerate(data):
+        if target:
+            y = n - 1 - i
+            ax.plot([target, target], [y - 0.45, y + 0.45], color="red", lw=2)
+    ax.axvline(1.0, color="black", lw=1)
+    ax.set_xscale("log", base=2)
+    ax.set_xlim(LOG_MIN, LOG_MAX)
+    ax.set_xticks([0.25, 0.5, 1, 2, 4, 8, 16, 32], ["0.25", "0.5", "1", "2", "4", "8", "16", "32"])
+    ax.set_yticks(range(n))
+    ax.set_yticklabels([d[0] for d in data][::-1])
+    ax.set_xlabel("ratio to nginx in the same run, log scale (red: issue 6 target)")
+    ax.set_title(title, fontsize=10)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def chart_builtin(data, path, title):
+    import math
+
+    from tinypng import Canvas
+
+    label_w, bar_w, row_h, top = 330, 520, 44, 70
+    c = Canvas(label_w + bar_w + 40, top + row_h * len(data) + 50)
+    span = math.log(LOG_MAX / LOG_MIN)
+
+    def x_of(v):
+        v = min(max(v, LOG_MIN), LOG_MAX)
+        return label_w + bar_w * math.log(v / LOG_MIN) / span
+
+    c.text(10, 10, title, scale=2)
+    x = 10
+    for name, color in SERIES:
+        c.rect(x, 40, x + 14, 54, color)
+        x = c.text(x + 20, 41, f"{name} / nginx", scale=2) + 30
+    c.rect(x, 40, x + 4, 54, (220, 0, 0))
+    c.text(x + 12, 41, "target", scale=2)
+    one = x_of(1.0)
+    for i, (label, vals, target) in enumerate(data):
+        y = top + i * row_h
+        c.text(10, y + 14, label, scale=2)
+        for s, (_, color) in enumerate(SERIES):
+            if vals[s] is None:
+                continue
+            y0, end = y + 4 + s * 18, x_of(vals[s])
+            c.rect(min(one, end), y0, max(one, end) + 1, y0 + 15, color)
+            text = f"{vals[s]:.2f}×"
+            tx = end + 6 if vals[s] >= 1 else end - 6 - c.text_width(text, 2)
+            c.text(tx, y0 + 1, text, scale=2)
+        if target:
+            c.rect(x_of(target) - 2, y, x_of(target) + 2, y + 40, (220, 0, 0))
+    bottom = top + row_h * len(data)
+    c.rect(one - 1, top - 6, one + 1, bottom, (0, 0, 0))
+    for v in (0.25, 0.5, 1, 2, 4, 8, 16, 32):
+        c.text(x_of(v) - c.text_width(f"{v:g}", 2) // 2, bottom + 8, f"{v:g}", scale=2)
+    c.text(10, bottom + 8, "log scale, 1 = nginx", scale=2)
+    c.save(path)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--results", required=True)
+    ap.add_argument("--md", required=True)
+    ap.add_argument("--png", required=True)
+    ap.add_argument("--png-ref", required=True, help="the chart's path as linked from the markdown")
+    ap.add_argument("--command", required=True)
+    ap.add_argument("--settings", required=True)
+    ap.add_argument("--repo", required=True)
+    ap.add_argument("--fulcrum", required=True)
+    args = ap.parse_args()
+    res = Results(args.results)
+    settings = dict(kv.split("=", 1) for kv in args.settings.split())
+    settings["load_average_at_end"] = open("/proc/loadavg").read().split()[0]
+    v = versions(args)
+    when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+    settings_text = ", ".join(f"{k.replace('_', ' ')} {val}" for k, val in settings.items())
+    title = "fulcrum and HAProxy vs nginx (lower is better, except req/s)"
+    data = chart_data(res)
+    try:
+        chart_matplotlib(data, args.png, title)
+        drawn = "matplotlib"
+    except ImportError:
+        chart_builtin(data, args.png, title)
+        drawn = "the harness's built-in PNG writer"
+
+    out = [
+        "# Benchmarks: fulcrum vs nginx vs HAProxy",
+        "",
+        f"Generated by `{args.command}` on {when}; regenerate with the same command "
+        "(see [deploy/bench/README.md](deploy/bench/README.md) for the method and how to read it). "
+        "**Ratios against nginx in the same run are the headline**; absolute numbers on this "
+        "shared 2-core machine vary from run to run.",
+        "",
+        *(f"- {k}: {val}" for k, val in v.items()),
+        f"- settings: {settings_text}; one fresh proxy "
+        "instance per run, 1 worker/thread each (2 in the skew scenario); the proxy on its own CPU, "
+        "wrk and the backend (fulcrum-demo-backend, release build) on the other",
+        "",
+        f"![ratios to nginx]({args.png_ref})",
+        "",
+        f"Chart drawn with {drawn}.",
+        "",
+        "## Targets",
+        "",
+        targets(res),
+        "",
+    ]
+    for scn, (head, text) in SCENARIOS.items():
+        out += [f"## {head}", "", text.format(rate=settings.get("rate", "?")), "", load_table(res, scn), ""]
+    out += [
+        "## e) Idle keepalive connections",
+        "",
+        f"{settings.get('idle', '?')} client connections, each used for one request and then held "
+        "idle; memory read after they were idle for a few seconds. RSS is summed over the proxy's "
+        "processes (nginx: master and worker); PSS counts pages shared between them once.",
+        "",
+        idle_table(res),
+        "",
+        "## f) Skew: one of two backends adds 20 ms per request",
+        "",
+        "50 keepalive client connections; per-backend counts from the backends themselves. "
+        "Two workers/threads per proxy: nginx keeps least_conn counts per worker, fulcrum shares "
+        "them across threads. ewma and p2c rows appear when `fulcrum -t` accepts those selections.",
+        "",
+        skew_table(res),
+        "",
+    ]
+    with open(args.md, "w") as f:
+        f.write("\n".join(out))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,515 @@
+#!/usr/bin/env bash
+# fulcrum's side-by-side benchmark against nginx and HAProxy (see README.md
+# in this directory). Sets up the same loopback topology for every contender,
+# runs the scenarios with wrk, and writes BENCHMARKS.md and ratios.png.
+#
+#   deploy/bench/run.sh [--quick] [--no-install] [--bin-dir DIR] [--out DIR] [--keep]
+#
+# Every process it starts is a child of this script, recorded by pid and
+# stopped on exit, including on failure or Ctrl-C.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+REPO=$(cd "$HERE/../.." && pwd)
+COMMAND="deploy/bench/run.sh${*:+ $*}"
+
+usage() {
+    cat <<EOF
+usage: deploy/bench/run.sh [--quick] [--no-install] [--bin-dir DIR] [--out DIR]
+                           [--scenarios a,b,c,d,e,f] [--keep]
+  --quick        about a minute: 1 s runs, 500 idle connections (smoke test)
+  --no-install   do not apt-get install nginx, haproxy, wrk (fail if missing);
+                 no matplotlib download either (built-in PNG writer)
+  --bin-dir DIR  use DIR/fulcrum and DIR/fulcrum-demo-backend instead of
+                 building them with 'cargo build --release --bins'
+  --out DIR      write BENCHMARKS.md and ratios.png to DIR
+                 (default: BENCHMARKS.md at the repo root, deploy/bench/ratios.png)
+  --scenarios L  run only these scenarios (comma-separated; default: all)
+  --keep         keep the work directory (configs, logs, raw results)
+Environment, for experiments: BENCH_FULCRUM_EXTRA_YAML is appended to every
+fulcrum config (top level, e.g. 'work_stealing: false'); BENCH_CONTENDERS
+(e.g. "fulcrum nginx") limits scenarios a-d to those contenders.
+EOF
+}
+
+QUICK=0 INSTALL=1 KEEP=0 BIN_DIR="" OUT="" ONLY=a,b,c,d,e,f
+while [ $# -gt 0 ]; do
+    case $1 in
+    --quick) QUICK=1 ;;
+    --no-install) INSTALL=0 ;;
+    --keep) KEEP=1 ;;
+    --scenarios) ONLY=${2:?--scenarios needs a list}; shift ;;
+    --bin-dir) BIN_DIR=$(cd "${2:?--bin-dir needs a directory}" && pwd); shift ;;
+    --out) mkdir -p "${2:?--out needs a directory}"; OUT=$(cd "$2" && pwd); shift ;;
+    -h | --help) usage; exit 0 ;;
+    *) usage >&2; exit 2 ;;
+    esac
+    shift
+done
+
+log() { echo "bench: [${SECONDS}s] $*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+if [ "$QUICK" = 1 ]; then
+    DUR=1 WARM=0 IDLE_CONNS=500 HOLD=1 RATE=2000
+else
+    DUR=10 WARM=2 IDLE_CONNS=10000 HOLD=3 RATE=5000
+fi
+CONNS=50 # client connections for every wrk run
+
+# --- tools -----------------------------------------------------------------
+
+missing=()
+for tool in nginx haproxy wrk curl taskset; do
+    command -v "$tool" >/dev/null || PATH=$PATH:/usr/sbin command -v "$tool" >/dev/null || missing+=("$tool")
+done
+export PATH=$PATH:/usr/sbin # nginx lives there; not on every user's PATH
+if [ ${#missing[@]} -gt 0 ]; then
+    [ "$INSTALL" = 1 ] || die "missing: ${missing[*]} (apt-get install nginx haproxy wrk curl util-linux)"
+    pkgs=()
+    for tool in "${missing[@]}"; do
+        case $tool in taskset) pkgs+=(util-linux) ;; *) pkgs+=("$tool") ;; esac
+    done
+    if [ "$(id -u)" -eq 0 ]; then SUDO=(); else SUDO=(sudo); fi
+    log "installing ${pkgs[*]}"
+    "${SUDO[@]}" apt-get update -qq
+    # The packages' own services are not wanted (Debian may start nginx on
+    # :80); policy-rc.d, where present, already prevents that.
+    DEBIAN_FRONTEND=noninteractive "${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
+fi
+command -v python3 >/dev/null || die "python3 is needed"
+# The real interpreter: a version manager's shim (pyenv) costs a second per call.
+PYTHON=$(python3 -c 'import sys; print(sys.executable)')
+
+if [ -z "$BIN_DIR" ]; then
+    log "cargo build --release --bins"
+    (cd "$REPO" && cargo build --release --bins --quiet)
+    BIN_DIR=${CARGO_TARGET_DIR:-$REPO/target}/release
+fi
+if [ ! -x "$BIN_DIR/fulcrum" ] || [ ! -x "$BIN_DIR/fulcrum-demo-backend" ]; then
+    die "no fulcrum binaries in $BIN_DIR"
+fi
+
+wanted() { [[ ",$ONLY," == *",$1,"* ]]; }
+
+# 10,000 idle connections need as many descriptors in the client and in the proxy.
+want_fds=$((IDLE_CONNS * 2 + 1024))
+if [ "$(ulimit -Hn)" != unlimited ] && [ "$(ulimit -Hn)" -lt "$want_fds" ]; then
+    ulimit -Hn "$want_fds" 2>/dev/null || true # only root may raise it
+fi
+ulimit -Sn "$(ulimit -Hn)"
+FD_LIMIT=$(ulimit -n)
+[ "$FD_LIMIT" != unlimited ] || FD_LIMIT=$want_fds
+[ "$FD_LIMIT" -ge $((IDLE_CONNS + 200)) ] || die "open-file limit $FD_LIMIT is too low for $IDLE_CONNS connections"
+[ "$FD_LIMIT" -le "$want_fds" ] || FD_LIMIT=$want_fds
+
+# CPU placement (2 cores): the proxy under test gets CPU 1 to itself; the load
+# generator and the backend share CPU 0. The proxy's core is then the one that
+# saturates, and its CPU time is not disturbed by wrk. One core: no pinning.
+if [ "$(nproc)" -ge 2 ]; then PROXY_CPU=1 LOAD_CPU=0; else PROXY_CPU="" LOAD_CPU=""; fi
+on_cpu() { # CPU CMD... : runs CMD on that CPU (any CPU when empty)
+    local cpu=$1
+    shift
+    if [ -n "$cpu" ]; then taskset -c "$cpu" "$@"; else "$@"; fi
+}
+
+# --- processes ---------------------------------------------------------------
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/fulcrum-bench.XXXXXX")
+RESULTS=$WORK/results.jsonl
+# A copy, so that a concurrent cargo build cannot swap the binaries mid-run.
+mkdir "$WORK/bin"
+cp "$BIN_DIR/fulcrum" "$BIN_DIR/fulcrum-demo-backend" "$WORK/bin/"
+FULCRUM=$WORK/bin/fulcrum
+BACKEND=$WORK/bin/fulcrum-demo-backend
+PIDS=()
+
+declare -A STOP_SIGNAL # pid -> signal that stops it promptly (default TERM)
+
+stop_pid() { # PID: its stop signal (to it and its children), SIGKILL after 5 s
+    local pid=$1 kids
+    kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
+    kids=$(cat /proc/"$pid"/task/*/children 2>/dev/null || true)
+    kill -"${STOP_SIGNAL[$pid]:-TERM}" "$pid" 2>/dev/null || true
+    for _ in $(seq 50); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    # shellcheck disable=SC2086 # kids is a list of pids
+    kill -KILL "$pid" $kids 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+    local rc=$? pid
+    for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
+    if [ "$KEEP" = 1 ] || [ "$rc" != 0 ]; then
+        log "work directory kept: $WORK"
+    else
+        rm -rf "$WORK"
+    fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# start NAME CPU CMD...: starts CMD in the background, output to NAME.log; sets
+# PID to CMD's own pid (taskset execs it), so signals reach it directly.
+start() {
+    local name=$1 cpu=$2
+    shift 2
+    if [ -n "$cpu" ]; then
+        taskset -c "$cpu" "$@" >"$WORK/$name.log" 2>&1 &
+    else
+        "$@" >"$WORK/$name.log" 2>&1 &
+    fi
+    PID=$!
+    PIDS+=("$PID")
+}
+
+# stop PID: stops one started process and forgets it.
+stop() {
+    local pid=$1 p keep=()
+    stop_pid "$pid"
+    for p in "${PIDS[@]}"; do [ "$p" = "$pid" ] || keep+=("$p"); done
+    PIDS=("${keep[@]}")
+}
+
+free_port() {
+    "$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+wait_ready() { # PORT PID NAME: until GET / answers 200
+    for _ in $(seq 200); do
+        curl -sf -o /dev/null "http://127.0.0.1:$1/" && return 0
+        kill -0 "$2" 2>/dev/null || die "$3 exited; its log: $(tail -5 "$WORK/$3.log")"
+        sleep 0.05
+    done
+    die "$3 does not answer on port $1; its log: $(tail -5 "$WORK/$3.log")"
+}
+
+# backend NAME CPU ARGS...: a demo backend on a port of its own; sets PORT, PID.
+backend() {
+    local name=$1 cpu=$2
+    shift 2
+    start "$name" "$cpu" "$BACKEND" --name "$name" --listen 127.0.0.1:0 \
+        --port-file "$WORK/$name.port" --threads 1 "$@"
+    for _ in $(seq 100); do [ -s "$WORK/$name.port" ] && break; sleep 0.05; done
+    PORT=$(awk '{ split($2, a, ":"); print a[2] }' "$WORK/$name.port")
+    [ -n "$PORT" ] || die "backend $name did not start: $(cat "$WORK/$name.log")"
+    wait_ready "$PORT" "$PID" "$name"
+}
+
+# --- contender configs -------------------------------------------------------
+# Same topology everywhere: /big -> the 64 KB backend, everything else -> the
+# small backend (or, for the skew scenario, / -> {fast, slow}). Same timeouts
+# (connect 1s, read/send 60s), upstream keepalive, and the same forwarded
+# headers (X-Forwarded-For, X-Real-IP, X-Forwarded-Proto, X-Request-Id), so
+# every proxy does the same work.
+
+# fulcrum_conf DIR PORT THREADS ACCESS_LOG SELECTION SERVERS... (SERVERS: pool=addr)
+fulcrum_conf() {
+    local dir=$1 port=$2 threads=$3 alog=$4 sel=$5 s
+    shift 5
+    {
+        echo "version: 1"
+        echo "threads: $threads"
+        echo "pid_file: $dir/fulcrum.pid"
+        echo "upgrade_sock: $dir/upgrade.sock"
+        echo "listen: [\"127.0.0.1:$port\"]"
+        echo "access_log: $alog"
+        echo "pools:"
+        for pool in small big skew; do
+            printf '%s\n' "$@" | grep -q "^$pool=" || continue
+            echo "  $pool:"
+            echo "    selection: $sel"
+            echo "    connect_timeout: 1s"
+            echo "    read_timeout: 60s"
+            echo "    write_timeout: 60s"
+            echo "    servers:"
+            for s in "$@"; do
+                [ "${s%%=*}" = "$pool" ] && echo "      - addr: \"${s#*=}\""
+            done
+        done
+        echo "routes:"
+        if printf '%s\n' "$@" | grep -q '^skew='; then
+            echo "  - { prefix: /, pool: skew }"
+        else
+            echo "  - { prefix: /big, pool: big }"
+            echo "  - { prefix: /, pool: small }"
+        fi
+        if [ -n "${BENCH_FULCRUM_EXTRA_YAML:-}" ]; then echo "$BENCH_FULCRUM_EXTRA_YAML"; fi
+    } >"$dir/fulcrum.yaml"
+}
+
+# nginx_conf DIR PORT WORKERS SERVERS...
+nginx_conf() {
+    local dir=$1 port=$2 workers=$3 s pool
+    shift 3
+    {
+        echo "worker_processes $workers;"
+        echo "daemon off;"
+        echo "pid $dir/nginx.pid;"
+        echo "error_log $dir/error.log warn;"
+        # As root the workers would run as nobody, who cannot write here.
+        [ "$(id -u)" -ne 0 ] || echo "user root;"
+        echo "worker_rlimit_nofile $FD_LIMIT;"
+        echo "events { worker_connections $((IDLE_CONNS + 1024)); }"
+        echo "http {"
+        echo "  access_log off;"
+        # nginx closes a keepalive connection after 1000 requests by default;
+        # fulcrum and HAProxy do not, so neither does nginx here.
+        echo "  keepalive_timeout 75s; keepalive_requests 1000000;"
+        for t in client_body proxy fastcgi uwsgi scgi; do echo "  ${t}_temp_path $dir/$t;"; done
+        # X-Request-Id: the client's, else a new one (as fulcrum and HAProxy do).
+        cat <<'NGINX'
+  map $http_x_request_id $req_id { default $http_x_request_id; "" $request_id; }
+NGINX
+        for pool in small big skew; do
+            printf '%s\n' "$@" | grep -q "^$pool=" || continue
+            echo "  upstream $pool {"
+            echo "    least_conn;"
+            for s in "$@"; do
+                [ "${s%%=*}" = "$pool" ] && echo "    server ${s#*=} max_fails=1 fail_timeout=10s;"
+            done
+            # As many idle upstream connections as Pingora keeps (128).
+            echo "    keepalive 128; keepalive_requests 1000000; keepalive_timeout 60s;"
+            echo "  }"
+        done
+        echo "  server {"
+        echo "    listen 127.0.0.1:$port;"
+        cat <<'NGINX'
+    proxy_http_version 1.1;
+    proxy_set_header Connection "";
+    proxy_set_header Host $http_host;
+    proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+    proxy_set_header X-Real-IP $remote_addr;
+    proxy_set_header X-Forwarded-Proto $scheme;
+    proxy_set_header X-Request-Id $req_id;
+    add_header X-Request-Id $req_id always;
+    proxy_connect_timeout 1s; proxy_read_timeout 60s; proxy_send_timeout 60s;
+NGINX
+        if printf '%s\n' "$@" | grep -q '^skew='; then
+            echo "    location / { proxy_pass http://skew; }"
+        else
+            echo "    location /big { proxy_pass http://big; }"
+            echo "    location / { proxy_pass http://small; }"
+        fi
+        echo "  }"
+        echo "}"
+    } >"$dir/nginx.conf"
+}
+
+# haproxy_conf DIR PORT THREADS SERVERS...
+haproxy_conf() {
+    local dir=$1 port=$2 threads=$3 s pool n
+    shift 3
+    {
+        echo "global"
+        echo "  nbthread $threads"
+        # HAProxy wants 2 descriptors per maxconn and refuses to start when it
+        # cannot raise the limit that far; idle client connections need one
+        # each, so the limit we have suffices: warn instead of failing.
+        echo "  no strict-limits"
+        echo "  maxconn $((IDLE_CONNS + 1024))"
+        echo "  pidfile $dir/haproxy.pid"
+        echo "defaults"
+        echo "  mode http"
+        echo "  timeout connect 1s"
+        echo "  timeout client 60s"
+        echo "  timeout server 60s"
+        echo "  timeout http-keep-alive 75s"
+        echo "  maxconn $((IDLE_CONNS + 1024))"
+        echo "  option forwardfor"
+        echo "  http-reuse always"
+        echo "frontend fe"
+        echo "  bind 127.0.0.1:$port"
+        echo '  unique-id-format %{+X}o%ci%cp%fp%Ts%rt%pid'
+        echo '  http-request set-header X-Real-IP %[src]'
+        echo '  http-request set-header X-Forwarded-Proto http'
+        echo '  http-request set-header X-Request-Id %[unique-id] unless { req.hdr(x-request-id) -m found }'
+        echo '  http-response set-header X-Request-Id %[unique-id]'
+        if printf '%s\n' "$@" | grep -q '^skew='; then
+            echo "  default_backend skew"
+        else
+            echo "  use_backend big if { path_beg /big }"
+            echo "  default_backend small"
+        fi
+        for pool in small big skew; do
+            printf '%s\n' "$@" | grep -q "^$pool=" || continue
+            echo "backend $pool"
+            echo "  balance leastconn"
+            n=0
+            for s in "$@"; do
+                [ "${s%%=*}" = "$pool" ] || continue
+                n=$((n + 1))
+                echo "  server s$n ${s#*=}"
+            done
+        done
+    } >"$dir/haproxy.cfg"
+}
+
+# proxy KIND NAME CPU THREADS ACCESS_LOG SELECTION SERVERS...: starts a
+# contender (fulcrum | nginx | haproxy) on a new port; sets PORT and PID.
+proxy() {
+    local kind=$1 name=$2 cpu=$3 threads=$4 alog=$5 sel=$6 dir
+    shift 6
+    dir=$WORK/$name
+    mkdir -p "$dir"
+    PORT=$(free_port)
+    case $kind in
+    fulcrum)
+        [ "$alog" = off ] || alog=$dir/access.log
+        fulcrum_conf "$dir" "$PORT" "$threads" "$alog" "$sel" "$@"
+        start "$name" "$cpu" "$FULCRUM" -c "$dir/fulcrum.yaml"
+        STOP_SIGNAL[$PID]=INT # SIGTERM would wait out Pingora's grace period
+        ;;
+    nginx)
+        nginx_conf "$dir" "$PORT" "$threads" "$@"
+        start "$name" "$cpu" nginx -p "$dir" -e "$dir/error.log" -c "$dir/nginx.conf"
+        ;;
+    haproxy)
+        haproxy_conf "$dir" "$PORT" "$threads" "$@"
+        start "$name" "$cpu" haproxy -db -f "$dir/haproxy.cfg"
+        ;;
+    esac
+    wait_ready "$PORT" "$PID" "$name"
+}
+
+
+# --- measurements ------------------------------------------------------------
+
+if [ -n "$LOAD_CPU" ]; then WRK=(taskset -c "$LOAD_CPU" wrk); else WRK=(wrk); fi
+# Per scenario: extra wrk options, arguments of wrk_report.lua (a rate), and
+# extra measure.py options (backends to count on).
+WRK_OPTS=() SCRIPT_ARGS=() MEASURE_OPTS=()
+
+# load SCENARIO CONTENDER PID URL: a warm-up run, then the measured one
+# (a JSON line in $RESULTS, a summary on stderr).
+load() {
+    local scn=$1 who=$2 pid=$3 url=$4 common
+    common=(-t1 -c"$CONNS" "${WRK_OPTS[@]}" -s "$HERE/wrk_report.lua" "$url" -- "${SCRIPT_ARGS[@]}")
+    [ "$WARM" = 0 ] || "${WRK[@]}" -d"${WARM}s" "${common[@]}" >/dev/null
+    "$PYTHON" "$HERE/measure.py" --pid "$pid" --out "$RESULTS" \
+        --set scenario="$scn" --set contender="$who" "${MEASURE_OPTS[@]}" -- \
+        "${WRK[@]}" -d"${DUR}s" "${common[@]}"
+}
+
+# start_contender SCENARIO WHO: a fresh instance for one scenario (so its peak
+# RSS is that scenario's); sets PORT and PID. "direct" is the backend itself.
+start_contender() {
+    local scn=$1 who=$2
+    case $who in
+    direct) PORT=$SMALL_PORT PID=$SMALL_PID ;;
+    fulcrum) proxy fulcrum "$scn-$who" "$PROXY_CPU" 1 off least_conn "${UPSTREAMS[@]}" ;;
+    fulcrum-log) proxy fulcrum "$scn-$who" "$PROXY_CPU" 1 file least_conn "${UPSTREAMS[@]}" ;;
+    nginx | haproxy) proxy "$who" "$scn-$who" "$PROXY_CPU" 1 - - "${UPSTREAMS[@]}" ;;
+    esac
+}
+
+# scenario SCENARIO PATH CONTENDERS...: one measured run per contender.
+scenario() {
+    local scn=$1 path=$2 who
+    shift 2
+    log "scenario $scn (${DUR}s per run)"
+    for who in "$@"; do
+        # BENCH_CONTENDERS (e.g. "fulcrum nginx") narrows a run for experiments.
+        [[ " ${BENCH_CONTENDERS:-$who} " == *" $who "* ]] || continue
+        start_contender "$scn" "$who"
+        if [ "$who" = direct ] && [ "$path" = /big ]; then PORT=$BIG_PORT PID=$BIG_PID; fi
+        load "$scn" "$who" "$PID" "http://127.0.0.1:$PORT$path"
+        [ "$who" = direct ] || stop "$PID"
+    done
+}
+
+log "work directory $WORK"
+# Other work on the machine skews absolute numbers; the report shows how busy it was.
+LOAD_START=$(cut -d' ' -f1 /proc/loadavg)
+# The fast backend shares the load generator's CPU (see above). The demo
+# backend costs the same CPU per request as nginx 'return 200' here, and it
+# also serves 64 KB bodies, delays and per-backend counts (README).
+backend small "$LOAD_CPU" --body-size 11
+SMALL_PORT=$PORT SMALL_PID=$PID
+backend big "$LOAD_CPU" --body-size 65536
+BIG_PORT=$PORT BIG_PID=$PID
+UPSTREAMS=("small=127.0.0.1:$SMALL_PORT" "big=127.0.0.1:$BIG_PORT")
+
+idle_scenario() {
+    log "scenario e ($IDLE_CONNS idle connections)"
+    for who in fulcrum nginx haproxy; do
+        start_contender e "$who"
+        on_cpu "$LOAD_CPU" "$PYTHON" "$HERE/idle.py" --port "$PORT" --conns "$IDLE_CONNS" \
+            --hold "$HOLD" --pid "$PID" --out "$RESULTS" --set scenario=e --set contender="$who"
+        stop "$PID"
+    done
+}
+
+# Skew: two backends, one 20 ms slower; two workers per proxy (nginx keeps
+# least_conn counts per worker, fulcrum shares them). Nothing is pinned:
+# the slow backend, not a CPU, limits these runs.
+skew_scenario() {
+    local sel dir skew
+    log "scenario f (skew: one of two backends adds 20 ms)"
+    backend fast "" --body-size 11
+    local fast=$PORT
+    backend slow "" --body-size 11 --delay-ms 20
+    skew=("skew=127.0.0.1:$fast" "skew=127.0.0.1:$PORT")
+    MEASURE_OPTS=(--backend "fast=http://127.0.0.1:$fast" --backend "slow=http://127.0.0.1:$PORT")
+    WRK=(wrk)
+    for sel in least_conn round_robin ewma p2c; do
+        # ewma and p2c are measured once the config check accepts them.
+        dir=$WORK/f-check-$sel
+        mkdir -p "$dir"
+        fulcrum_conf "$dir" 1 2 off "$sel" "${skew[@]}"
+        if ! "$FULCRUM" -t -c "$dir/fulcrum.yaml" >"$dir/check.log" 2>&1; then
+            log "  fulcrum $sel: not available ($(grep -m1 selection "$dir/check.log" || tail -1 "$dir/check.log"))"
+            echo "{\"scenario\": \"f\", \"contender\": \"fulcrum-$sel\", \"unavailable\": true}" >>"$RESULTS"
+            continue
+        fi
+        proxy fulcrum "f-fulcrum-$sel" "" 2 off "$sel" "${skew[@]}"
+        load f "fulcrum-$sel" "$PID" "http://127.0.0.1:$PORT/"
+        stop "$PID"
+    done
+    for who in nginx haproxy; do
+        proxy "$who" "f-$who" "" 2 - - "${skew[@]}"
+        load f "$who" "$PID" "http://127.0.0.1:$PORT/"
+        stop "$PID"
+    done
+}
+
+if wanted a; then scenario a / direct fulcrum fulcrum-log nginx haproxy; fi
+if wanted b; then
+    WRK_OPTS=(-H "Connection: close")
+    scenario b / direct fulcrum nginx haproxy
+    WRK_OPTS=()
+fi
+if wanted c; then scenario c /big direct fulcrum nginx haproxy; fi
+if wanted d; then
+    SCRIPT_ARGS=("$RATE") # paced: wrk_report.lua's fixed schedule
+    scenario d / direct fulcrum nginx haproxy
+    SCRIPT_ARGS=()
+fi
+if wanted e; then idle_scenario; fi
+if wanted f; then skew_scenario; fi
+
+# --- report ------------------------------------------------------------------
+
+if [ -n "$OUT" ]; then
+    MD=$OUT/BENCHMARKS.md PNG=$OUT/ratios.png PNG_REF=ratios.png
+else
+    MD=$REPO/BENCHMARKS.md PNG=$HERE/ratios.png PNG_REF=deploy/bench/ratios.png
+fi
+# matplotlib for the chart when downloads are allowed and time is not short;
+# otherwise report.py draws it with its own small PNG writer.
+PY=$PYTHON
+if [ "$INSTALL" = 1 ] && [ "$QUICK" = 0 ]; then
+    log "installing matplotlib into a venv"
+    if "$PYTHON" -m venv "$WORK/venv" && "$WORK/venv/bin/pip" install -q matplotlib >"$WORK/pip.log" 2>&1; then
+        PY=$WORK/venv/bin/python
+    else
+        log "matplotlib unavailable (see $WORK/pip.log); using the built-in PNG writer"
+    fi
+fi
+"$PY" "$HERE/report.py" --results "$RESULTS" --md "$MD" --png "$PNG" --png-ref "$PNG_REF" \
+    --command "$COMMAND" --repo "$REPO" --fulcrum "$FULCRUM" \
+    --settings "duration=${DUR}s warmup=${WARM}s connections=$CONNS rate=$RATE idle=$IDLE_CONNS proxy_cpu=${PROXY_CPU:-any} load_cpu=${LOAD_CPU:-any} binaries=$BIN_DIR load_average_at_start=$LOAD_START"
+log "wrote $MD and $PNG"

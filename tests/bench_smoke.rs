@@ -1,0 +1,143 @@
+//! Smoke test of the benchmark harness (deploy/bench/run.sh): a --quick run
+//! must produce BENCHMARKS.md with a row of numbers for every contender of
+//! every scenario, and the chart. It checks that the harness works, not how
+//! fast anything is (no timed assertions).
+//!
+//! nginx, haproxy and wrk must be installed (CI installs them in
+//! deploy/test.sh); a machine without them fails this test rather than
+//! silently skipping it.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Where the harness's tools may live (nginx is in /usr/sbin on Debian).
+fn find_tool(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/bin")])
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+}
+
+/// The cells of the table row for `label` in the section whose heading
+/// starts with `section`.
+fn row<'a>(md: &'a str, section: &str, label: &str) -> Vec<&'a str> {
+    let start = md
+        .find(&format!("## {section}"))
+        .unwrap_or_else(|| panic!("no section {section:?} in BENCHMARKS.md:\n{md}"));
+    let body = &md[start + 3..];
+    let body = &body[..body.find("\n## ").unwrap_or(body.len())];
+    let line = body
+        .lines()
+        .find(|l| l.starts_with(&format!("| {label} |")))
+        .unwrap_or_else(|| panic!("no row {label:?} in section {section:?}:\n{body}"));
+    line.trim_matches('|').split('|').map(str::trim).collect()
+}
+
+/// A table cell as a number: "12,345", "0.53", "4.20%", "1.23×", "10.6 (backend)".
+fn number(cell: &str) -> Option<f64> {
+    let first = cell.split_whitespace().next()?;
+    first
+        .trim_end_matches(['%', '×'])
+        .replace(',', "")
+        .parse()
+        .ok()
+}
+
+fn assert_numeric(md: &str, section: &str, label: &str, columns: usize) {
+    let cells = row(md, section, label);
+    for (i, cell) in cells.iter().enumerate().skip(1).take(columns) {
+        assert!(
+            number(cell).is_some(),
+            "{section:?}, row {label:?}: column {i} is {cell:?}, not a number: {cells:?}"
+        );
+    }
+}
+
+#[test]
+fn quick_run_reports_every_contender() {
+    let missing: Vec<&str> = ["nginx", "haproxy", "wrk"]
+        .into_iter()
+        .filter(|t| find_tool(t).is_none())
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "the benchmark smoke test needs {missing:?}: apt-get install nginx haproxy wrk \
+         (deploy/test.sh installs them in CI)"
+    );
+
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = std::env::temp_dir().join(format!("fulcrum-bench-smoke-{}", std::process::id()));
+    // The binaries cargo just built for the tests: no release build inside a test.
+    let bin_dir = Path::new(env!("CARGO_BIN_EXE_fulcrum")).parent().unwrap();
+    assert!(bin_dir.join("fulcrum-demo-backend").is_file());
+    let status = Command::new(root.join("deploy/bench/run.sh"))
+        .args(["--quick", "--no-install", "--out"])
+        .arg(&out)
+        .arg("--bin-dir")
+        .arg(bin_dir)
+        .status()
+        .expect("run deploy/bench/run.sh");
+    assert!(
+        status.success(),
+        "deploy/bench/run.sh --quick failed: {status}"
+    );
+
+    let md = std::fs::read_to_string(out.join("BENCHMARKS.md")).expect("BENCHMARKS.md written");
+    let png = std::fs::read(out.join("ratios.png")).expect("ratios.png written");
+    assert!(
+        png.starts_with(b"\x89PNG\r\n\x1a\n"),
+        "ratios.png is not a PNG"
+    );
+    assert!(
+        md.contains("](ratios.png)"),
+        "the chart is not linked:\n{md}"
+    );
+
+    // req/s, p50, p99, p99.9, CPU per 1k requests, peak RSS.
+    for (section, labels) in [
+        (
+            "a)",
+            &[
+                "direct to backend",
+                "fulcrum",
+                "fulcrum, access log on",
+                "nginx",
+                "HAProxy",
+            ][..],
+        ),
+        ("b)", &["direct to backend", "fulcrum", "nginx", "HAProxy"]),
+        ("c)", &["direct to backend", "fulcrum", "nginx", "HAProxy"]),
+        ("d)", &["direct to backend", "fulcrum", "nginx", "HAProxy"]),
+    ] {
+        for label in labels {
+            assert_numeric(&md, section, label, 6);
+        }
+    }
+    // connections, still open, RSS, PSS, RSS before, per connection, peak RSS.
+    for label in ["fulcrum", "nginx", "HAProxy"] {
+        assert_numeric(&md, "e)", label, 7);
+    }
+    // share to the slow backend, then (after the fast/slow counts) req/s, p50, p99, p99.9, CPU.
+    for label in [
+        "fulcrum least_conn",
+        "fulcrum round_robin",
+        "nginx least_conn, 2 workers",
+        "HAProxy leastconn, 2 threads",
+    ] {
+        assert_numeric(&md, "f)", label, 1);
+        let cells = row(&md, "f)", label);
+        for cell in &cells[3..8] {
+            assert!(number(cell).is_some(), "skew row {label:?}: {cells:?}");
+        }
+    }
+    // Selections another change may add: measured, or explicitly not available.
+    for label in ["fulcrum ewma", "fulcrum p2c"] {
+        let cells = row(&md, "f)", label);
+        assert!(
+            cells[1] == "not available" || number(cells[1]).is_some(),
+            "skew row {label:?}: {cells:?}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&out);
+}
