@@ -2,7 +2,8 @@
 # Runs every test of fulcrum: formatting, lints, unit and integration tests.
 # Installs what the build and the tests need on Debian (cmake for Pingora's
 # zlib-ng; iproute2 and curl for the network-namespace tests; shellcheck for
-# the deploy scripts; Chromium for the status page test) when missing.
+# the deploy scripts; Chromium for the status page test; nginx, HAProxy and
+# wrk for the benchmark smoke test) when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,6 +13,10 @@ command -v ip >/dev/null || need+=(iproute2)
 command -v curl >/dev/null || need+=(curl)
 command -v shellcheck >/dev/null || need+=(shellcheck)
 [ -x /usr/bin/chromium ] || need+=(chromium fonts-dejavu-core)
+# The benchmark harness's smoke test runs the real contenders.
+[ -x /usr/sbin/nginx ] || need+=(nginx)
+command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
+command -v wrk >/dev/null || need+=(wrk)
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" -eq 0 ]; then SUDO=(); else SUDO=(sudo); fi
     echo "test.sh: installing ${need[*]}"
