@@ -413,19 +413,19 @@ mod tests {
         let mut s = s.counting(Arc::clone(&count));
         let mut buf = [0u8; 16];
         client.write_all(b"GE").await.unwrap();
-        s.read(&mut buf).await.unwrap();
+        assert_eq!(s.read(&mut buf).await.unwrap(), 2);
         assert_eq!(count.load(Relaxed), 1);
         // header_received
         s.awaiting.store(false, Relaxed);
         s.set_partial(false);
         assert_eq!(count.load(Relaxed), 0);
         client.write_all(b"body").await.unwrap();
-        s.read(&mut buf).await.unwrap();
+        assert_eq!(s.read(&mut buf).await.unwrap(), 4);
         assert_eq!(count.load(Relaxed), 0, "body bytes are not a header");
         // expect_next_header, then the next request begins
         s.awaiting.store(true, Relaxed);
         client.write_all(b"G").await.unwrap();
-        s.read(&mut buf).await.unwrap();
+        assert_eq!(s.read(&mut buf).await.unwrap(), 1);
         assert_eq!(count.load(Relaxed), 1);
         drop(s);
         assert_eq!(count.load(Relaxed), 0, "a closed connection is not counted");

@@ -29,7 +29,11 @@ fn inputs(target: &str) -> Vec<(String, Vec<u8>)> {
 
 #[test]
 fn config_corpus_loads_or_fails_with_field_paths() {
-    let lookup = |name: &str| (name.len() % 2 == 0).then(|| format!("127.0.0.{}", name.len()));
+    let lookup = |name: &str| {
+        name.len()
+            .is_multiple_of(2)
+            .then(|| format!("127.0.0.{}", name.len()))
+    };
     let mut ok = 0;
     let corpus = inputs("config");
     for (name, data) in &corpus {
