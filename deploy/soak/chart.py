@@ -17,8 +17,6 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-COLORS = {"kill": "tab:red", "blackhole": "black", "reload": "tab:green", "upgrade": "tab:purple"}
-
 
 def rows(path):
     with open(path) as f:
@@ -58,21 +56,43 @@ def main():
     ax3.plot(bt, [buckets[k][1] for k in keys], color="tab:red", label="failed idempotent")
     ax3.plot(bt, [buckets[k][2] for k in keys], color="tab:orange", label="failed non-idempotent (POST)")
     ax3.set_ylabel("requests / 10 s")
-    ax3.set_yscale("symlog", linthresh=10)
+    ax3.set_yscale("symlog", linthresh=1)
+    ax3.set_ylim(bottom=0)
     ax3.set_xlabel("minutes")
-    ax3.legend(loc="center right", fontsize=8)
+    # Faults: blackholes as shaded spans, reloads and upgrades as lines,
+    # backend kills as ticks along the bottom of the request plot.
+    blackhole_start = None
+    labelled = set()
 
-    seen = set()
+    def label(kind):
+        if kind in labelled:
+            return None
+        labelled.add(kind)
+        return kind
+
     for e in events:
+        t = minutes(e["unix_s"])
         kind = e["event"].split(" ")[0]
-        color = COLORS.get(kind)
-        if color is None:
-            continue
-        for ax in (ax1, ax2, ax3):
-            label = kind if (ax is ax1 and kind not in seen) else None
-            ax.axvline(minutes(e["unix_s"]), color=color, alpha=0.25, linewidth=0.8, label=label)
-        seen.add(kind)
-    ax1.legend(loc="lower right", fontsize=8, ncol=4)
+        if kind == "blackhole":
+            blackhole_start = t
+        elif kind == "unblackhole" and blackhole_start is not None:
+            for ax in (ax1, ax2, ax3):
+                ax.axvspan(blackhole_start, t, color="0.85", zorder=0,
+                           label=label("backend d blackholed") if ax is ax1 else None)
+            blackhole_start = None
+        elif kind == "reload":
+            for ax in (ax1, ax2, ax3):
+                ax.axvline(t, color="tab:green", linestyle=":", linewidth=1,
+                           label=label("reload (SIGHUP)") if ax is ax1 else None)
+        elif kind == "upgraded" or kind == "upgrade-failed":
+            for ax in (ax1, ax2, ax3):
+                ax.axvline(t, color="tab:purple", linewidth=1.2,
+                           label=label("upgrade") if ax is ax1 else None)
+        elif kind == "kill":
+            ax3.plot([t], [0.3], marker="|", color="tab:red", markersize=8,
+                     label=label("backend killed"), linestyle="none")
+    ax1.legend(loc="lower right", fontsize=8, ncol=3)
+    ax3.legend(loc="center right", fontsize=8)
 
     total_ok = sum(int(r["ok"]) for r in load)
     f_idem = sum(int(r["failed_idempotent"]) for r in load)

@@ -329,7 +329,7 @@ pids=$(awk -F, 'NR > 1 { print $2 }' "$WORK/samples.csv" | uniq | wc -l)
     echo "| RSS after 2 min warm-up / at the end | $(( rss0 / 1024 )) MiB / $(( rss1 / 1024 )) MiB (range after warm-up $(( rss_min / 1024 ))-$(( rss_max / 1024 )) MiB) |"
     echo "| open fds after warm-up / at the end | $fds0 / $fds1 (range after warm-up $fds_min-$fds_max) |"
     echo
-    echo "Chart: \`$CHART\` (RSS and fds of the process in the pid file, sampled every ${SAMPLE_EVERY} s; requests per 10 s; fault events as vertical lines)."
+    echo "Chart: \`$CHART\` (RSS and fds of the process in the pid file, sampled every ${SAMPLE_EVERY} s; requests per 10 s; blackholes shaded, reloads and upgrades as lines, backend kills as ticks)."
     if [ -s "$WORK/failures.log" ]; then
         echo
         echo "Failures (first 20 of $(wc -l < "$WORK/failures.log")):"
