@@ -140,6 +140,19 @@ fn dead_peer_detection(connect_timeout: Duration) -> pingora::protocols::TcpKeep
     }
 }
 
+/// Pingora rejects a response header over 1 MiB only when it arrives in
+/// several reads (a header read in one go is parsed whole), so the limit is
+/// checked here too, making it independent of timing.
+const MAX_RESPONSE_HEADER_BYTES: usize = 1024 * 1024 - 1;
+
+/// Size of a response header as sent: name, ": ", value, CRLF per field.
+fn response_header_bytes(resp: &ResponseHeader) -> usize {
+    resp.headers
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum()
+}
+
 /// A client-sent request id is kept only if short and of safe characters.
 fn acceptable_request_id(v: &[u8]) -> bool {
     !v.is_empty()
@@ -338,6 +351,15 @@ impl ProxyHttp for Fulcrum {
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if response_header_bytes(resp) > MAX_RESPONSE_HEADER_BYTES {
+            // An invalid response: error_while_proxy counts and retries it.
+            let mut e = Error::explain(
+                ErrorType::InvalidHTTPHeader,
+                format!("response header larger than {MAX_RESPONSE_HEADER_BYTES} bytes"),
+            );
+            e.esource = ErrorSource::Upstream;
+            return Err(e);
+        }
         let status = resp.status.as_u16();
         ctx.end_attempt_log(status);
         if let Some(attempt) = ctx.current.as_ref() {
