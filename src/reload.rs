@@ -11,7 +11,6 @@
 //! upgrade and keep their running values.
 
 use crate::config::{self, AccessLogFormat, AccessLogTarget, Loaded};
-use crate::pool::Server;
 use crate::runtime::{Runtime, SharedRuntime};
 use async_trait::async_trait;
 use pingora::server::configuration::ServerConf;
@@ -178,8 +177,8 @@ pub fn apply(shared: &SharedRuntime, loaded: Loaded) -> Summary {
         Some(&old),
         old.generation + 1,
     ));
-    let before = servers_of(&old);
-    let after = servers_of(&next);
+    let before = old.servers();
+    let after = next.servers();
     let mut summary = Summary {
         generation: next.generation,
         pools: next.pools.len(),
@@ -212,17 +211,6 @@ pub fn apply(shared: &SharedRuntime, loaded: Loaded) -> Summary {
         }
     }
     summary
-}
-
-fn servers_of(rt: &Runtime) -> HashMap<(String, SocketAddr), Arc<Server>> {
-    rt.pools
-        .iter()
-        .flat_map(|p| {
-            p.servers
-                .iter()
-                .map(|s| ((p.name().to_string(), s.addr), Arc::clone(s)))
-        })
-        .collect()
 }
 
 /// Re-reads `path` and applies it, logging the outcome: every validation

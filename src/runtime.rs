@@ -30,18 +30,7 @@ impl Runtime {
     /// Builds a runtime; servers already present in `previous` (same pool
     /// name and address) keep their counters and health state.
     pub fn build(config: Config, previous: Option<&Runtime>, generation: u64) -> Runtime {
-        let registry: ServerRegistry = previous
-            .map(|rt| {
-                rt.pools
-                    .iter()
-                    .flat_map(|p| {
-                        p.servers
-                            .iter()
-                            .map(|s| ((p.name().to_string(), s.addr), Arc::clone(s)))
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+        let registry: ServerRegistry = previous.map(Runtime::servers).unwrap_or_default();
         let pools: Vec<Arc<Pool>> = config
             .pools
             .iter()
@@ -99,6 +88,18 @@ impl Runtime {
             .iter()
             .position(|r| std::ptr::eq(r, route))?;
         self.route_stats.get(i)
+    }
+
+    /// Every server by (pool name, address): the state a rebuild carries over.
+    pub fn servers(&self) -> ServerRegistry {
+        self.pools
+            .iter()
+            .flat_map(|p| {
+                p.servers
+                    .iter()
+                    .map(|s| ((p.name().to_string(), s.addr), Arc::clone(s)))
+            })
+            .collect()
     }
 
     /// Looks a pool up by name.

@@ -146,31 +146,9 @@ impl BackendIter for LeastConnIter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::ServerConfig;
-    use std::time::Duration;
 
-    fn backends(spec: &[(u16, u32, bool)]) -> (BTreeSet<Backend>, Vec<Arc<Server>>) {
-        let mut set = BTreeSet::new();
-        let mut servers = vec![];
-        for &(port, weight, backup) in spec {
-            let addr = format!("127.0.0.1:{port}");
-            let s = Server::new(&ServerConfig {
-                name: addr.clone(),
-                addr: addr.parse().unwrap(),
-                weight,
-                max_fails: 1,
-                fail_timeout: Duration::from_secs(10),
-                max_conns: 0,
-                backup,
-                down: false,
-            });
-            let mut b = Backend::new_with_weight(&addr, weight as usize).unwrap();
-            b.ext.insert(Arc::clone(&s));
-            set.insert(b);
-            servers.push(s);
-        }
-        (set, servers)
-    }
+    // Shared with the p2c tests: servers on loopback and their backend set.
+    use crate::pool::p2c::tests::backends;
 
     fn first(sel: &Arc<LeastConn>) -> u16 {
         sel.iter(b"").next().unwrap().addr.as_inet().unwrap().port()
