@@ -12,6 +12,12 @@ use std::time::Duration;
 
 const CLOSE_WAIT: Duration = Duration::from_secs(5);
 
+/// Expected status of a header over Pingora's 1 MiB limit: Pingora checks
+/// the size only before reading more, so a header whose last read crosses
+/// 1 MiB is parsed and then refused by fulcrum's own limit (431); otherwise
+/// Pingora answers 400.
+const OVER_1MIB: u16 = 0;
+
 fn setup() -> (Backends, Fulcrum) {
     let b = Backends::start(&["users", "orders"], &[]);
     let conf = format!(
@@ -55,7 +61,11 @@ fn run_table(b: &Backends, f: &Fulcrum, cases: &[(&str, Vec<u8>, u16)]) {
         let ex: Exchange = exchange(f.addr, bytes, CLOSE_WAIT);
         let log = backend_log(b);
         println!("{name:<55} -> {}", ex.summary());
-        if ex.status() != *want || !ex.closed || !log.is_empty() {
+        let status_ok = match *want {
+            OVER_1MIB => matches!(ex.status(), 400 | 431),
+            w => ex.status() == w,
+        };
+        if !status_ok || !ex.closed || !log.is_empty() {
             failures.push(format!(
                 "{name}: want {want} and closed with nothing forwarded; got {} (extra {:?}), backend log {log:?}",
                 ex.summary(),
@@ -408,7 +418,7 @@ fn header_size_and_count_limits() {
         (
             "header above Pingora's 1 MiB limit",
             big(1024 * 1024 + 10),
-            400,
+            OVER_1MIB,
         ),
         (
             "120 fields, above limits.max_header_count (100)",
