@@ -219,37 +219,12 @@ mod tests {
 
     #[test]
     fn lists_every_attempt_nginx_style() {
-        let r = Record {
-            at: SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
-            client: Some("10.0.0.9".parse().unwrap()),
-            method: http::Method::GET,
-            uri: "/api/users/7?x=1".parse().unwrap(),
-            version: http::Version::HTTP_11,
-            referer: None,
-            user_agent: None,
-            body_bytes_sent: 10,
-            status: 200,
-            pool: Some("user_service".into()),
-            attempts: vec![
-                AttemptLog {
-                    addr: "10.0.0.2:3001".parse().unwrap(),
-                    status: 502,
-                    time: Duration::from_millis(1),
-                },
-                AttemptLog {
-                    addr: "10.0.0.1:3011".parse().unwrap(),
-                    status: 200,
-                    time: Duration::from_millis(2),
-                },
-            ],
-            total: Duration::from_millis(4),
-            request_id: "abc".into(),
-        };
+        let r = formats::tests::record();
         let mut line = String::new();
         format_line(&r, &mut line);
         assert_eq!(
             line,
-            "10.0.0.9 [1700000000.123] \"GET /api/users/7?x=1\" 200 pool=user_service upstream=10.0.0.2:3001, 10.0.0.1:3011 upstream_status=502, 200 upstream_time=0.001, 0.002 total=0.004 id=abc\n"
+            "10.0.0.9 [971211336.123] \"GET /api/users/7?x=1\" 200 pool=user_service upstream=10.0.0.2:3001, 10.0.0.1:3011 upstream_status=502, 200 upstream_time=0.001, 0.002 total=0.004 id=abc\n"
         );
     }
 }

@@ -213,6 +213,15 @@ fn misbehaving_upstream_gets_clean_errors_and_counted_failures() {
         good.addr("good")
     );
     let f = Fulcrum::start(&conf);
+    // The misbehaving server's failure count rose by exactly one.
+    let failure_counted = |what: &str, before: u64| {
+        assert!(
+            wait_until(Duration::from_secs(5), || failures(&f, up.addr)
+                == before + 1),
+            "{what}: failures {before} -> {}",
+            failures(&f, up.addr)
+        );
+    };
     let still_healthy = |what: &str| {
         assert_eq!(f.get("/health").status, 200, "after {what}");
         let r = f.get("/good/x");
@@ -246,13 +255,7 @@ fn misbehaving_upstream_gets_clean_errors_and_counted_failures() {
             "{r}"
         );
         assert!(closed, "{what}: connection left open");
-        assert!(
-            wait_until(Duration::from_secs(5), || failures(&f, up.addr)
-                == before + 1),
-            "{what}: failures {} -> {}",
-            before,
-            failures(&f, up.addr)
-        );
+        failure_counted(what, before);
         still_healthy(what);
     }
 
@@ -281,13 +284,7 @@ fn misbehaving_upstream_gets_clean_errors_and_counted_failures() {
                 "{what}: the body was terminated as if complete: {r:?}"
             );
         }
-        assert!(
-            wait_until(Duration::from_secs(5), || failures(&f, up.addr)
-                == before + 1),
-            "{what}: failures {} -> {}",
-            before,
-            failures(&f, up.addr)
-        );
+        failure_counted(what, before);
         still_healthy(what);
     }
 

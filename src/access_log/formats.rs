@@ -187,12 +187,13 @@ pub fn format_json(r: &Record, line: &mut String) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::super::AttemptLog;
     use super::*;
     use std::time::Duration;
 
-    fn record() -> Record {
+    /// A request that was retried once: the fixture of every format's test.
+    pub(in crate::access_log) fn record() -> Record {
         Record {
             at: UNIX_EPOCH + Duration::from_millis(971_211_336_123),
             client: Some("10.0.0.9".parse().unwrap()),

@@ -6,6 +6,7 @@
 //! `Backend`'s `ext`, not in the selector, because Pingora's `LoadBalancer`
 //! rebuilds the selector whenever the backend set changes.
 
+use super::p2c::Seen;
 use super::server::{now_ms, Server, Usability};
 use pingora_load_balancing::selection::{BackendIter, BackendSelection};
 use pingora_load_balancing::Backend;
@@ -37,8 +38,7 @@ impl BackendSelection for LeastConn {
     fn iter(self: &Arc<Self>, _key: &[u8]) -> LeastConnIter {
         LeastConnIter {
             sel: Arc::clone(self),
-            yielded: 0,
-            overflow: Vec::new(),
+            yielded: Seen::default(),
             backups: false,
             now: now_ms(),
         }
@@ -48,31 +48,13 @@ impl BackendSelection for LeastConn {
 /// Yields usable primaries from least to most loaded, then usable backups.
 pub struct LeastConnIter {
     sel: Arc<LeastConn>,
-    /// Bit i set: backend i was already yielded (first 64 backends).
-    yielded: u64,
-    /// Yielded flags beyond the first 64 backends.
-    overflow: Vec<usize>,
+    /// Backends already yielded.
+    yielded: Seen,
     backups: bool,
     now: u64,
 }
 
 impl LeastConnIter {
-    fn was_yielded(&self, i: usize) -> bool {
-        if i < 64 {
-            self.yielded & (1 << i) != 0
-        } else {
-            self.overflow.contains(&i)
-        }
-    }
-
-    fn mark(&mut self, i: usize) {
-        if i < 64 {
-            self.yielded |= 1 << i;
-        } else {
-            self.overflow.push(i);
-        }
-    }
-
     /// The best not-yet-yielded usable backend of the current tier.
     fn best(&self) -> Option<usize> {
         let mut best: Option<(usize, u64, u64)> = None; // (index, in_flight, weight)
@@ -80,7 +62,7 @@ impl LeastConnIter {
         let mut tied: u64 = 0; // bitmask of tied candidates (first 64)
         for (i, (_, s)) in self.sel.backends.iter().enumerate() {
             if s.is_backup() != self.backups
-                || self.was_yielded(i)
+                || self.yielded.has(i)
                 || s.usability(self.now) == Usability::Unusable
             {
                 continue;
@@ -132,7 +114,7 @@ impl BackendIter for LeastConnIter {
     fn next(&mut self) -> Option<&Backend> {
         loop {
             if let Some(i) = self.best() {
-                self.mark(i);
+                self.yielded.add(i);
                 return Some(&self.sel.backends[i].0);
             }
             if self.backups {

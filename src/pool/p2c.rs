@@ -142,13 +142,13 @@ fn mix(mut z: u64) -> u64 {
 
 /// Which backends were already yielded (bits for the first 64).
 #[derive(Default)]
-struct Seen {
+pub(super) struct Seen {
     bits: u64,
     overflow: Vec<usize>,
 }
 
 impl Seen {
-    fn has(&self, i: usize) -> bool {
+    pub(super) fn has(&self, i: usize) -> bool {
         if i < 64 {
             self.bits & (1 << i) != 0
         } else {
@@ -156,7 +156,7 @@ impl Seen {
         }
     }
 
-    fn add(&mut self, i: usize) {
+    pub(super) fn add(&mut self, i: usize) {
         if i < 64 {
             self.bits |= 1 << i;
         } else {
