@@ -17,6 +17,7 @@ use crate::runtime::{Runtime, SharedRuntime};
 use crate::status::{self, Counters, RequestGuard, RouteStats};
 use crate::{client_conn, drain, limits};
 use async_trait::async_trait;
+use bytes::Bytes;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
@@ -522,6 +523,25 @@ impl ProxyHttp for Fulcrum {
             error_code: code,
             can_reuse_downstream: false,
         }
+    }
+
+    fn upstream_response_body_filter(
+        &self,
+        _session: &mut Session,
+        _body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<Duration>> {
+        // The server is done with this request once its whole response is in:
+        // release the in-flight slot now (as nginx frees the peer), not after
+        // the last bytes reached the client, or the client's next request can
+        // see this server as still busy and least_conn's ties break wrongly.
+        if end_of_stream {
+            if let Some(mut attempt) = ctx.current.take() {
+                attempt.succeed();
+            }
+        }
+        Ok(None)
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
