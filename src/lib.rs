@@ -27,3 +27,4 @@ pub mod router;
 pub mod runtime;
 pub mod service;
 pub mod status;
+pub mod upstream_tcp;

@@ -15,7 +15,7 @@ use crate::pool::{FailureKind, InFlight, Pool};
 use crate::router::BadPath;
 use crate::runtime::{Runtime, SharedRuntime};
 use crate::status::{self, Counters, RequestGuard, RouteStats};
-use crate::{client_conn, drain, limits};
+use crate::{client_conn, drain, limits, upstream_tcp};
 use async_trait::async_trait;
 use bytes::Bytes;
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -123,22 +123,6 @@ fn client_ip(session: &Session) -> Option<IpAddr> {
         .client_addr()
         .and_then(|a| a.as_inet())
         .map(|a| a.ip())
-}
-
-/// TCP settings that notice a vanished machine on an established (pooled)
-/// connection: data left unacknowledged for half of `connect_timeout` (at
-/// least 250ms) aborts the connection (TCP_USER_TIMEOUT; the kernel acts at
-/// its next retransmission, so the abort lands within about connect_timeout).
-/// Such a request is then retried like a connect failure instead of waiting
-/// for read_timeout. A slow but alive server still ACKs at the TCP level, so
-/// it is not affected. Keepalive probes retire idle pooled connections to it.
-fn dead_peer_detection(connect_timeout: Duration) -> pingora::protocols::TcpKeepalive {
-    pingora::protocols::TcpKeepalive {
-        idle: Duration::from_secs(5),
-        interval: Duration::from_secs(1),
-        count: 3,
-        user_timeout: (connect_timeout / 2).max(Duration::from_millis(250)),
-    }
 }
 
 /// Pingora rejects a response header over 1 MiB only when it arrives in
@@ -278,7 +262,7 @@ impl ProxyHttp for Fulcrum {
         peer.options.read_timeout = Some(cfg.read_timeout);
         peer.options.write_timeout = Some(cfg.write_timeout);
         peer.options.idle_timeout = Some(Duration::from_secs(60));
-        peer.options.tcp_keepalive = Some(dead_peer_detection(cfg.connect_timeout));
+        peer.options.tcp_keepalive = Some(upstream_tcp::dead_peer_detection(cfg.connect_timeout));
         Ok(Box::new(peer))
     }
 
@@ -286,12 +270,16 @@ impl ProxyHttp for Fulcrum {
         &self,
         _session: &mut Session,
         reused: bool,
-        _peer: &HttpPeer,
-        #[cfg(unix)] _fd: std::os::unix::io::RawFd,
+        peer: &HttpPeer,
+        #[cfg(unix)] fd: std::os::unix::io::RawFd,
         #[cfg(windows)] _sock: std::os::windows::io::RawSocket,
         _digest: Option<&pingora::protocols::Digest>,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        #[cfg(unix)]
+        if let (false, Some(timeout)) = (reused, peer.options.connection_timeout) {
+            upstream_tcp::shorten_min_rto(fd, timeout);
+        }
         if let (false, Some(attempt)) = (reused, ctx.current.as_ref()) {
             attempt
                 .server()
