@@ -27,6 +27,33 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
+/// Whether the upstream socket holds bytes after the end of the response
+/// just read, i.e. the server sent more than its Content-Length (upstream
+/// connections are HTTP/1: one response at a time, nothing unasked-for).
+///
+/// Pingora notices such an overread itself but offers no hook to report it
+/// (it only refuses to pool the connection), so fulcrum peeks at the socket.
+/// This sees only surplus still in the kernel: bytes Pingora already read
+/// along with the response (a small surplus in the same segment) and bytes
+/// arriving in a later segment, after this peek, are missed; Pingora then
+/// still closes that connection instead of reusing it.
+#[cfg(unix)]
+fn bytes_past_response(fd: std::os::unix::io::RawFd) -> bool {
+    let mut byte = 0u8;
+    // SAFETY: fd is the upstream socket of the current attempt, which Pingora
+    // keeps open while it proxies the response body; the buffer is one
+    // writable byte, and MSG_PEEK | MSG_DONTWAIT neither consumes nor blocks.
+    let n = unsafe {
+        libc::recv(
+            fd,
+            (&mut byte as *mut u8).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    n > 0
+}
+
 /// Marks the error we raise to retry on a status listed in `retry.on`.
 const STATUS_RETRY: &str = "upstream status listed in retry.on";
 
@@ -70,6 +97,9 @@ pub struct RequestCtx {
     attempts: Vec<AttemptLog>,
     tried: Vec<SocketAddr>,
     current: Option<InFlight>,
+    /// The current attempt's upstream socket, once connected.
+    #[cfg(unix)]
+    upstream_fd: Option<std::os::unix::io::RawFd>,
     attempt_start: Instant,
     last_failure: Option<Failure>,
     deadline: Option<Instant>,
@@ -174,6 +204,8 @@ impl ProxyHttp for Fulcrum {
             attempts: Vec::new(),
             tried: Vec::new(),
             current: None,
+            #[cfg(unix)]
+            upstream_fd: None,
             attempt_start: now,
             last_failure: None,
             deadline: None,
@@ -255,6 +287,10 @@ impl ProxyHttp for Fulcrum {
             time: Duration::ZERO,
         });
         ctx.current = Some(attempt);
+        #[cfg(unix)]
+        {
+            ctx.upstream_fd = None;
+        }
         ctx.attempt_start = Instant::now();
         let cfg = &pool.config;
         let mut peer = HttpPeer::new(addr, false, String::new());
@@ -277,8 +313,11 @@ impl ProxyHttp for Fulcrum {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         #[cfg(unix)]
-        if let (false, Some(timeout)) = (reused, peer.options.connection_timeout) {
-            upstream_tcp::shorten_min_rto(fd, timeout);
+        {
+            ctx.upstream_fd = Some(fd);
+            if let (false, Some(timeout)) = (reused, peer.options.connection_timeout) {
+                upstream_tcp::shorten_min_rto(fd, timeout);
+            }
         }
         if let (false, Some(attempt)) = (reused, ctx.current.as_ref()) {
             attempt
@@ -524,9 +563,27 @@ impl ProxyHttp for Fulcrum {
         // release the in-flight slot now (as nginx frees the peer), not after
         // the last bytes reached the client, or the client's next request can
         // see this server as still busy and least_conn's ties break wrongly.
+        // Bytes past the end of the response make it a failure instead.
         if end_of_stream {
             if let Some(mut attempt) = ctx.current.take() {
-                attempt.succeed();
+                #[cfg(unix)]
+                let overread = ctx.upstream_fd.is_some_and(bytes_past_response);
+                #[cfg(not(unix))]
+                let overread = false;
+                if overread {
+                    let pool = ctx.pool.as_ref();
+                    log::warn!(
+                        "pool {}: server {} sent more than its Content-Length",
+                        pool.map_or("?", |p| p.name()),
+                        attempt.server().name
+                    );
+                    attempt.fail_as(
+                        FailureKind::Invalid,
+                        pool.is_some_and(|p| p.passive_enabled()),
+                    );
+                } else {
+                    attempt.succeed();
+                }
             }
         }
         Ok(None)

@@ -20,6 +20,7 @@ enum Mode {
     Good,
     Invalid,
     TooLong,
+    TooLongBig,
     TooLongLate,
     ClosedMidBody,
     BadChunk,
@@ -111,6 +112,14 @@ fn serve(mut s: TcpStream, mode: Arc<Mutex<Mode>>) {
                 &mut s,
                 b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhelloHTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nSMUGGLED",
             ),
+            // More surplus than Pingora's first read (4 KiB) takes in: the
+            // rest is still on the socket when the response ends.
+            Mode::TooLongBig => {
+                let mut r =
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhelloHTTP/1.1 200 OK\r\nContent-Length: 16384\r\n\r\n".to_vec();
+                r.extend(b"SMUGGLED".repeat(2048));
+                write(&mut s, &r)
+            }
             Mode::TooLongLate => {
                 let ok = write(&mut s, b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello");
                 std::thread::sleep(Duration::from_millis(300));
@@ -290,23 +299,36 @@ fn misbehaving_upstream_gets_clean_errors_and_counted_failures() {
 
     // A body longer than its Content-Length: the client gets exactly the
     // declared length, and the connection carrying the surplus is never used
-    // again, so the surplus cannot become the next client's response.
-    for (mode, what) in [
-        (Mode::TooLong, "surplus bytes in the same packet"),
-        (Mode::TooLongLate, "surplus bytes arriving later"),
+    // again, so the surplus cannot become the next client's response. Surplus
+    // still on the socket when the response ends is a failure of the server;
+    // surplus Pingora read along with the response, or that arrives after
+    // it, is dropped by Pingora without a word, so it is not counted.
+    for (mode, what, counted) in [
+        (Mode::TooLongBig, "surplus past Pingora's first read", true),
+        (Mode::TooLong, "surplus bytes in the same packet", false),
+        (Mode::TooLongLate, "surplus bytes arriving later", false),
     ] {
         up.set(mode);
         let conns = up.connections.load(SeqCst);
         let before = failures(&f, up.addr);
         let (r, _) = raw_get(f.addr, "/bad/x");
-        println!(
-            "{what:<40} -> {:?}, failures +{} (Pingora drops the surplus and the connection without reporting it)",
-            r.lines().next().unwrap_or(""),
-            failures(&f, up.addr) - before
-        );
         assert!(
             r.starts_with("HTTP/1.1 200") && r.ends_with("\r\n\r\nhello"),
             "{what}: {r:?}"
+        );
+        if counted {
+            failure_counted(what, before);
+            let log = f.log_text();
+            assert!(
+                log.lines().any(|l| l.contains("pool bad: server")
+                    && l.contains("sent more than its Content-Length")),
+                "{what}: no warning in the log:\n{log}"
+            );
+        }
+        println!(
+            "{what:<40} -> {:?}, failures +{}",
+            r.lines().next().unwrap_or(""),
+            failures(&f, up.addr) - before
         );
         std::thread::sleep(Duration::from_millis(600)); // the late surplus arrives
         up.set(Mode::Good);
