@@ -184,6 +184,12 @@ running_pid() {
 
 # 3. Start, or upgrade gracefully.
 if [ "$SYSTEMD" -eq 1 ]; then
+    # The unit's daemon runs as this user once it has bound its sockets.
+    if ! id -u fulcrum >/dev/null 2>&1; then
+        say "creating the system user fulcrum"
+        useradd --system --no-create-home --home-dir /nonexistent \
+            --shell /usr/sbin/nologin --user-group fulcrum
+    fi
     [ "$UNIT_CHANGED" -eq 1 ] && systemctl daemon-reload
     if systemctl is-active --quiet fulcrum; then
         if [ "$CHANGED" -eq 1 ]; then

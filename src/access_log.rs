@@ -66,6 +66,9 @@ pub struct AccessLog {
     format: AccessLogFormat,
     tx: Arc<OnceLock<Option<SyncSender<Record>>>>,
     dropped: Arc<AtomicU64>,
+    /// The file opened by `check()`, so that it is opened before Pingora
+    /// switches to an unprivileged `user` (as nginx's master opens logs).
+    opened: Arc<std::sync::Mutex<Option<std::fs::File>>>,
 }
 
 impl AccessLog {
@@ -76,6 +79,7 @@ impl AccessLog {
             format: AccessLogFormat::Default,
             tx: Arc::new(OnceLock::new()),
             dropped: Arc::new(AtomicU64::new(0)),
+            opened: Arc::default(),
         }
     }
 
@@ -85,10 +89,11 @@ impl AccessLog {
         self
     }
 
-    /// Checks that the target can be opened (at startup, to fail early).
+    /// Opens the target at startup: fails early, and keeps the file for the
+    /// writer, which starts later (possibly after a switch of user).
     pub fn check(&self) -> std::io::Result<()> {
         if let AccessLogTarget::File(p) = &self.target {
-            open(p)?;
+            *self.opened.lock().unwrap_or_else(|e| e.into_inner()) = Some(open(p)?);
         }
         Ok(())
     }
@@ -112,7 +117,7 @@ impl AccessLog {
         let out: Box<dyn Write + Send> = match &self.target {
             AccessLogTarget::Off => return None,
             AccessLogTarget::Stdout => Box::new(std::io::stdout()),
-            AccessLogTarget::File(p) => match open(p) {
+            AccessLogTarget::File(p) => match self.take_opened().map_or_else(|| open(p), Ok) {
                 Ok(f) => Box::new(f),
                 Err(e) => {
                     log::error!("access log {}: {e}; access logging disabled", p.display());
@@ -128,6 +133,10 @@ impl AccessLog {
             .map_err(|e| log::error!("cannot start the access log writer: {e}"))
             .ok()?;
         Some(tx)
+    }
+
+    fn take_opened(&self) -> Option<std::fs::File> {
+        self.opened.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 
     /// Lines dropped because the writer fell behind.

@@ -21,6 +21,7 @@ pub mod health_check;
 pub mod limits;
 pub mod local_response;
 pub mod pool;
+pub mod privileges;
 pub mod proxy;
 pub mod reload;
 pub mod router;

@@ -11,6 +11,7 @@ use crate::client_conn::ClientLimits;
 use crate::config::{Config, Loaded};
 use crate::drain::{LingeringCleanup, SignalWatch};
 use crate::health_check::HealthChecker;
+use crate::privileges;
 use crate::proxy::Fulcrum;
 use crate::reload::{self, Fixed, Reloader};
 use crate::runtime::{Runtime, SharedRuntime};
@@ -47,8 +48,19 @@ pub fn run(args: &Args, loaded: Loaded) -> Result<(), String> {
     let runtime: SharedRuntime = Arc::new(ArcSwap::from_pointee(Runtime::build(config, None, 1)));
     reload::guard_sighup();
 
+    if args.daemon {
+        privileges::check_switch(&server)?;
+    }
+    // Bound here, as root, when Pingora will switch user before its services
+    // bind; bootstrap then takes them as if from an old process.
+    let handoff = if privileges::must_prebind(&server, args.daemon, args.upgrade) {
+        Some(privileges::Handoff::bind(&listen, &server.upgrade_sock)?)
+    } else {
+        None
+    };
+
     let opt = Opt {
-        upgrade: args.upgrade,
+        upgrade: args.upgrade || handoff.is_some(),
         daemon: args.daemon,
         nocapture: false,
         test: false,
@@ -58,6 +70,9 @@ pub fn run(args: &Args, loaded: Loaded) -> Result<(), String> {
     // With -u: waits on upgrade_sock for the old process's sockets (exits 1
     // if none come). From here on this process is the one serving.
     pingora_server.bootstrap();
+    if let Some(h) = handoff {
+        h.finish()?;
+    }
     if !args.daemon {
         // Pingora writes the pid file only when it daemonizes; the upgrade
         // script and status tools need it in the foreground too.

@@ -92,6 +92,19 @@ pub(super) fn validate_document(
             None
         }
     });
+    // Pingora switches to these when it daemonizes; a missing account
+    // would only show then, as a panic.
+    if let Some(s) = &server {
+        let user = s.user.as_deref().map(crate::privileges::lookup_user);
+        let group = s.group.as_deref().map(crate::privileges::lookup_group);
+        for e in [user.and_then(Result::err), group.and_then(Result::err)]
+            .into_iter()
+            .flatten()
+        {
+            let (field, why) = e.split_once(": ").unwrap_or(("(pingora settings)", &e));
+            c.err(field, why);
+        }
+    }
 
     let get = |k: &str| map.get(k).filter(|v| !v.is_null());
     let listen = listen(&mut c, get("listen"));
