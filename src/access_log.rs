@@ -1,7 +1,8 @@
 //! The access log: one line per request. Requests hand a small record to a
 //! writer thread over a bounded channel; formatting and I/O happen there, so
 //! the request path never blocks on the log (a full queue drops the line
-//! and counts it).
+//! and counts it). The writer lets records gather for [`BATCH_INTERVAL`]
+//! and writes them together, and drains the queue when the server stops.
 
 mod formats;
 
@@ -13,8 +14,22 @@ use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
+
+/// How long the writer lets records gather before it writes them: under
+/// load one wake-up and one write() per interval instead of per request,
+/// which cost +49% CPU per proxied request (BENCHMARKS.md, scenario a).
+/// nginx's `access_log ... buffer= flush=` makes the same trade.
+pub const BATCH_INTERVAL: Duration = Duration::from_millis(20);
+
+/// What travels to the writer thread.
+enum Message {
+    Line(Box<Record>),
+    /// Write what is queued, flush and end.
+    Stop,
+}
 
 /// How one upstream attempt ended, for the log.
 #[derive(Debug, Clone)]
@@ -64,7 +79,9 @@ pub struct Record {
 pub struct AccessLog {
     target: AccessLogTarget,
     format: AccessLogFormat,
-    tx: Arc<OnceLock<Option<SyncSender<Record>>>>,
+    tx: Arc<OnceLock<Option<SyncSender<Message>>>>,
+    /// The writer thread, joined by [`AccessLog::finish`].
+    writer: Arc<Mutex<Option<JoinHandle<()>>>>,
     dropped: Arc<AtomicU64>,
     /// The file opened by `check()`, so that it is opened before Pingora
     /// switches to an unprivileged `user` (as nginx's master opens logs).
@@ -78,6 +95,7 @@ impl AccessLog {
             target: target.clone(),
             format: AccessLogFormat::Default,
             tx: Arc::new(OnceLock::new()),
+            writer: Arc::default(),
             dropped: Arc::new(AtomicU64::new(0)),
             opened: Arc::default(),
         }
@@ -107,13 +125,25 @@ impl AccessLog {
     pub fn log(&self, r: Record) {
         let tx = self.tx.get_or_init(|| self.spawn_writer());
         if let Some(tx) = tx {
-            if let Err(TrySendError::Full(_)) = tx.try_send(r) {
+            if let Err(TrySendError::Full(_)) = tx.try_send(Message::Line(Box::new(r))) {
                 self.dropped.fetch_add(1, Relaxed);
             }
         }
     }
 
-    fn spawn_writer(&self) -> Option<SyncSender<Record>> {
+    /// Writes every queued line and stops the writer (when the server has
+    /// stopped: no request logs after this).
+    pub fn finish(&self) {
+        if let Some(Some(tx)) = self.tx.get() {
+            let _ = tx.send(Message::Stop);
+        }
+        let writer = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(w) = writer {
+            let _ = w.join();
+        }
+    }
+
+    fn spawn_writer(&self) -> Option<SyncSender<Message>> {
         let out: Box<dyn Write + Send> = match &self.target {
             AccessLogTarget::Off => return None,
             AccessLogTarget::Stdout => Box::new(std::io::stdout()),
@@ -127,11 +157,12 @@ impl AccessLog {
         };
         let (tx, rx) = sync_channel(16 * 1024);
         let format = self.format;
-        std::thread::Builder::new()
+        let writer = std::thread::Builder::new()
             .name("access-log".into())
             .spawn(move || write_loop(rx, out, format))
             .map_err(|e| log::error!("cannot start the access log writer: {e}"))
             .ok()?;
+        *self.writer.lock().unwrap_or_else(|e| e.into_inner()) = Some(writer);
         Some(tx)
     }
 
@@ -152,23 +183,41 @@ fn open(p: &std::path::Path) -> std::io::Result<std::fs::File> {
         .open(p)
 }
 
-fn write_loop(rx: Receiver<Record>, out: Box<dyn Write + Send>, format: AccessLogFormat) {
+fn write_loop(rx: Receiver<Message>, out: Box<dyn Write + Send>, format: AccessLogFormat) {
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, out);
     let mut line = String::with_capacity(256);
+    let mut write = |r: &Record, out: &mut std::io::BufWriter<_>| {
+        line.clear();
+        match format {
+            AccessLogFormat::Default => format_line(r, &mut line),
+            AccessLogFormat::Combined => format_combined(r, &mut line),
+            AccessLogFormat::Json => format_json(r, &mut line),
+        }
+        let _ = out.write_all(line.as_bytes());
+    };
+    // Idle: blocked in recv. A record wakes the writer, which then sleeps
+    // while more gather (senders do not wake a sleeping thread), writes
+    // everything queued and flushes once.
     while let Ok(first) = rx.recv() {
+        let mut stop = false;
         let mut next = Some(first);
-        // Write everything queued, then flush once.
-        while let Some(r) = next {
-            line.clear();
-            match format {
-                AccessLogFormat::Default => format_line(&r, &mut line),
-                AccessLogFormat::Combined => format_combined(&r, &mut line),
-                AccessLogFormat::Json => format_json(&r, &mut line),
+        let mut slept = false;
+        while let Some(m) = next {
+            match m {
+                Message::Line(r) => write(&r, &mut out),
+                Message::Stop => stop = true,
             }
-            let _ = out.write_all(line.as_bytes());
             next = rx.try_recv().ok();
+            if next.is_none() && !slept && !stop {
+                std::thread::sleep(BATCH_INTERVAL);
+                slept = true;
+                next = rx.try_recv().ok();
+            }
         }
         let _ = out.flush();
+        if stop {
+            return;
+        }
     }
 }
 

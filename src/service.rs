@@ -82,7 +82,11 @@ pub fn run(args: &Args, loaded: Loaded) -> Result<(), String> {
     let counters = Arc::new(Counters::default());
     let proxy = pingora::proxy::http_proxy(
         &pingora_server.configuration,
-        Fulcrum::new(Arc::clone(&runtime), Arc::clone(&counters), access_log),
+        Fulcrum::new(
+            Arc::clone(&runtime),
+            Arc::clone(&counters),
+            access_log.clone(),
+        ),
     );
     let mut service = Service::new(
         "fulcrum proxy".to_string(),
@@ -116,6 +120,8 @@ pub fn run(args: &Args, loaded: Loaded) -> Result<(), String> {
     pingora_server.run(RunArgs {
         shutdown_signal: Box::new(SignalWatch),
     });
+    // Every request has ended: write the lines still queued.
+    access_log.finish();
     Ok(())
 }
 
