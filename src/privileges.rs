@@ -52,6 +52,18 @@ pub fn check_switch(server: &ServerConf) -> Result<(), String> {
     Ok(())
 }
 
+/// Says so when a daemon started as root will keep running as root (nginx
+/// would switch its workers to `nobody`; Pingora switches only when told).
+pub fn warn_if_staying_root(server: &ServerConf) {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if server.user.is_none() && unsafe { libc::geteuid() } == 0 {
+        log::warn!(
+            "running as root: set `user:` and `group:` to run unprivileged after binding \
+             (README: Running unprivileged)"
+        );
+    }
+}
+
 /// The uid of `name`, or why not.
 pub fn lookup_user(name: &str) -> Result<libc::uid_t, String> {
     let c = CString::new(name).map_err(|_| format!("user: {name:?} contains NUL"))?;

@@ -50,6 +50,7 @@ pub fn run(args: &Args, loaded: Loaded) -> Result<(), String> {
 
     if args.daemon {
         privileges::check_switch(&server)?;
+        privileges::warn_if_staying_root(&server);
     }
     // Bound here, as root, when Pingora will switch user before its services
     // bind; bootstrap then takes them as if from an old process.

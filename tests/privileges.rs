@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::lifecycle::{to_log, wait_pid_file, Load, LoadSpec, Pids};
+use common::lifecycle::{to_log, wait_pid_file, Daemon, Load, LoadSpec, Pids};
 use common::*;
 use std::net::{SocketAddr, TcpListener};
 use std::process::{Command, Stdio};
@@ -207,5 +207,21 @@ fn an_unknown_user_or_group_is_a_config_error() {
     assert!(
         text.contains("group: no such group \"no-such-group-fulcrum\""),
         "{text}"
+    );
+}
+
+#[test]
+fn a_root_daemon_without_user_says_it_stays_root() {
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(unsafe { libc::geteuid() }, 0, "this test needs root");
+    let b = Backends::start(&["a"], &[]);
+    let d = Daemon::start(1, 1, &one_pool("app", "/", &[b.addr("a")], ""));
+    let pid = d.pid().expect("daemon pid");
+    assert_eq!(ids(pid).0, 0);
+    assert!(
+        d.log_text()
+            .contains("running as root: set `user:` and `group:`"),
+        "{}",
+        d.log_text()
     );
 }
