@@ -51,12 +51,12 @@ fn a_busy_server_is_avoided_until_its_request_finishes() {
     // Find which server the next request goes to, and hold a slow one there.
     let addr = f.addr;
     let slow = std::thread::spawn(move || get(addr, "/slow?delay_ms=1500"));
-    assert!(wait_until(Duration::from_secs(5), || f.total_in_flight() == 1));
-    let busy = if b.stats("a").contains("\"in_flight\":1") {
-        "a"
-    } else {
-        "b"
-    };
+    // fulcrum counts the request before the backend has read it: wait for
+    // the backend's own count.
+    let holds = |name: &str| b.stats(name).contains("\"in_flight\":1");
+    assert!(wait_until(Duration::from_secs(5), || holds("a") || holds("b")));
+    assert_eq!(f.total_in_flight(), 1);
+    let busy = if holds("a") { "a" } else { "b" };
     let other = if busy == "a" { "b" } else { "a" };
     for i in 0..10 {
         let r = f.get("/x");
