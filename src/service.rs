@@ -119,7 +119,7 @@ pub fn run(args: &Args, loaded: Loaded) -> Result<(), String> {
         Reloader::new(args.config.clone(), runtime, fixed),
     ));
     pingora_server.run(RunArgs {
-        shutdown_signal: Box::new(SignalWatch),
+        shutdown_signal: Box::new(SignalWatch::new(access_log.clone())),
     });
     // Every request has ended: write the lines still queued.
     access_log.finish();

@@ -247,7 +247,11 @@ fn lines_queued_at_a_fast_stop_are_written() {
     let exited = wait_until(Duration::from_secs(10), || {
         matches!(f.child.try_wait(), Ok(Some(_)))
     });
-    assert!(exited, "fulcrum did not exit after SIGINT");
+    assert!(
+        exited,
+        "fulcrum did not exit after SIGINT:\n{}",
+        f.log_text()
+    );
     let text = std::fs::read_to_string(dir.path("access.log")).unwrap();
     let logged = (0..50)
         .filter(|i| text.contains(&format!("\"GET /api/stop/{i}\" 200")))
