@@ -24,13 +24,6 @@ use std::time::{Duration, SystemTime};
 /// nginx's `access_log ... buffer= flush=` makes the same trade.
 pub const BATCH_INTERVAL: Duration = Duration::from_millis(20);
 
-/// What travels to the writer thread.
-enum Message {
-    Line(Box<Record>),
-    /// Write what is queued, flush and end.
-    Stop,
-}
-
 /// How one upstream attempt ended, for the log.
 #[derive(Debug, Clone)]
 pub struct AttemptLog {
@@ -79,7 +72,7 @@ pub struct Record {
 pub struct AccessLog {
     target: AccessLogTarget,
     format: AccessLogFormat,
-    tx: Arc<OnceLock<Option<SyncSender<Message>>>>,
+    tx: Arc<OnceLock<Option<SyncSender<Option<Record>>>>>,
     /// The writer thread, joined by [`AccessLog::finish`].
     writer: Arc<Mutex<Option<JoinHandle<()>>>>,
     dropped: Arc<AtomicU64>,
@@ -125,7 +118,7 @@ impl AccessLog {
     pub fn log(&self, r: Record) {
         let tx = self.tx.get_or_init(|| self.spawn_writer());
         if let Some(tx) = tx {
-            if let Err(TrySendError::Full(_)) = tx.try_send(Message::Line(Box::new(r))) {
+            if let Err(TrySendError::Full(_)) = tx.try_send(Some(r)) {
                 self.dropped.fetch_add(1, Relaxed);
             }
         }
@@ -135,7 +128,7 @@ impl AccessLog {
     /// stopped: no request logs after this).
     pub fn finish(&self) {
         if let Some(Some(tx)) = self.tx.get() {
-            let _ = tx.send(Message::Stop);
+            let _ = tx.send(None); // None: write what is queued and end
         }
         let writer = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(w) = writer {
@@ -143,7 +136,7 @@ impl AccessLog {
         }
     }
 
-    fn spawn_writer(&self) -> Option<SyncSender<Message>> {
+    fn spawn_writer(&self) -> Option<SyncSender<Option<Record>>> {
         let out: Box<dyn Write + Send> = match &self.target {
             AccessLogTarget::Off => return None,
             AccessLogTarget::Stdout => Box::new(std::io::stdout()),
@@ -183,7 +176,7 @@ fn open(p: &std::path::Path) -> std::io::Result<std::fs::File> {
         .open(p)
 }
 
-fn write_loop(rx: Receiver<Message>, out: Box<dyn Write + Send>, format: AccessLogFormat) {
+fn write_loop(rx: Receiver<Option<Record>>, out: Box<dyn Write + Send>, format: AccessLogFormat) {
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, out);
     let mut line = String::with_capacity(256);
     let mut write = |r: &Record, out: &mut std::io::BufWriter<_>| {
@@ -199,19 +192,14 @@ fn write_loop(rx: Receiver<Message>, out: Box<dyn Write + Send>, format: AccessL
     // while more gather (senders do not wake a sleeping thread), writes
     // everything queued and flushes once.
     while let Ok(first) = rx.recv() {
+        if first.is_some() {
+            std::thread::sleep(BATCH_INTERVAL);
+        }
         let mut stop = false;
-        let mut next = Some(first);
-        let mut slept = false;
-        while let Some(m) = next {
+        for m in std::iter::once(first).chain(rx.try_iter()) {
             match m {
-                Message::Line(r) => write(&r, &mut out),
-                Message::Stop => stop = true,
-            }
-            next = rx.try_recv().ok();
-            if next.is_none() && !slept && !stop {
-                std::thread::sleep(BATCH_INTERVAL);
-                slept = true;
-                next = rx.try_recv().ok();
+                Some(r) => write(&r, &mut out),
+                None => stop = true,
             }
         }
         let _ = out.flush();

@@ -27,33 +27,6 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
-/// Whether the upstream socket holds bytes after the end of the response
-/// just read, i.e. the server sent more than its Content-Length (upstream
-/// connections are HTTP/1: one response at a time, nothing unasked-for).
-///
-/// Pingora notices such an overread itself but offers no hook to report it
-/// (it only refuses to pool the connection), so fulcrum peeks at the socket.
-/// This sees only surplus still in the kernel: bytes Pingora already read
-/// along with the response (a small surplus in the same segment) and bytes
-/// arriving in a later segment, after this peek, are missed; Pingora then
-/// still closes that connection instead of reusing it.
-#[cfg(unix)]
-fn bytes_past_response(fd: std::os::unix::io::RawFd) -> bool {
-    let mut byte = 0u8;
-    // SAFETY: fd is the upstream socket of the current attempt, which Pingora
-    // keeps open while it proxies the response body; the buffer is one
-    // writable byte, and MSG_PEEK | MSG_DONTWAIT neither consumes nor blocks.
-    let n = unsafe {
-        libc::recv(
-            fd,
-            (&mut byte as *mut u8).cast(),
-            1,
-            libc::MSG_PEEK | libc::MSG_DONTWAIT,
-        )
-    };
-    n > 0
-}
-
 /// Marks the error we raise to retry on a status listed in `retry.on`.
 const STATUS_RETRY: &str = "upstream status listed in retry.on";
 
@@ -98,7 +71,6 @@ pub struct RequestCtx {
     tried: Vec<SocketAddr>,
     current: Option<InFlight>,
     /// The current attempt's upstream socket, once connected.
-    #[cfg(unix)]
     upstream_fd: Option<std::os::unix::io::RawFd>,
     attempt_start: Instant,
     last_failure: Option<Failure>,
@@ -113,8 +85,14 @@ pub struct RequestCtx {
 }
 
 impl RequestCtx {
+    /// Whether the routed pool counts failures (passive health).
+    fn passive_health(&self) -> bool {
+        self.pool.as_ref().is_some_and(|p| p.passive_enabled())
+    }
+
     /// Ends the current attempt as failed and records it for the log.
-    fn fail_attempt(&mut self, failure: Failure, kind: FailureKind, passive: bool) {
+    fn fail_attempt(&mut self, failure: Failure, kind: FailureKind) {
+        let passive = self.passive_health();
         if let Some(mut attempt) = self.current.take() {
             attempt.fail_as(kind, passive);
             let status = if failure == Failure::Timeout {
@@ -204,7 +182,6 @@ impl ProxyHttp for Fulcrum {
             attempts: Vec::new(),
             tried: Vec::new(),
             current: None,
-            #[cfg(unix)]
             upstream_fd: None,
             attempt_start: now,
             last_failure: None,
@@ -287,10 +264,7 @@ impl ProxyHttp for Fulcrum {
             time: Duration::ZERO,
         });
         ctx.current = Some(attempt);
-        #[cfg(unix)]
-        {
-            ctx.upstream_fd = None;
-        }
+        ctx.upstream_fd = None;
         ctx.attempt_start = Instant::now();
         let cfg = &pool.config;
         let mut peer = HttpPeer::new(addr, false, String::new());
@@ -307,19 +281,19 @@ impl ProxyHttp for Fulcrum {
         _session: &mut Session,
         reused: bool,
         peer: &HttpPeer,
-        #[cfg(unix)] fd: std::os::unix::io::RawFd,
-        #[cfg(windows)] _sock: std::os::windows::io::RawSocket,
+        // fulcrum is Linux-only (socket options, /proc): no Windows variant.
+        fd: std::os::unix::io::RawFd,
         _digest: Option<&pingora::protocols::Digest>,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        #[cfg(unix)]
-        {
-            ctx.upstream_fd = Some(fd);
-            if let (false, Some(timeout)) = (reused, peer.options.connection_timeout) {
-                upstream_tcp::shorten_min_rto(fd, timeout);
-            }
+        ctx.upstream_fd = Some(fd);
+        if reused {
+            return Ok(());
         }
-        if let (false, Some(attempt)) = (reused, ctx.current.as_ref()) {
+        if let Some(timeout) = peer.options.connection_timeout {
+            upstream_tcp::shorten_min_rto(fd, timeout);
+        }
+        if let Some(attempt) = ctx.current.as_ref() {
             attempt
                 .server()
                 .stats
@@ -446,7 +420,7 @@ impl ProxyHttp for Fulcrum {
             _ => (Failure::Error, FailureKind::Connect),
         };
         let pool = ctx.pool.clone().expect("routed");
-        ctx.fail_attempt(failure, kind, pool.passive_enabled());
+        ctx.fail_attempt(failure, kind);
         // Nothing was sent: another server may always be tried.
         e.set_retry(ctx.may_try_again(&pool));
         e
@@ -489,7 +463,7 @@ impl ProxyHttp for Fulcrum {
             Failure::Timeout => FailureKind::Timeout,
             _ => FailureKind::Invalid,
         };
-        ctx.fail_attempt(failure, kind, pool.passive_enabled());
+        ctx.fail_attempt(failure, kind);
         let listed = match failure {
             Failure::Timeout => pool.config.retry.on.timeout,
             _ => pool.config.retry.on.error,
@@ -566,21 +540,16 @@ impl ProxyHttp for Fulcrum {
         // Bytes past the end of the response make it a failure instead.
         if end_of_stream {
             if let Some(mut attempt) = ctx.current.take() {
-                #[cfg(unix)]
-                let overread = ctx.upstream_fd.is_some_and(bytes_past_response);
-                #[cfg(not(unix))]
-                let overread = false;
-                if overread {
-                    let pool = ctx.pool.as_ref();
+                if ctx
+                    .upstream_fd
+                    .is_some_and(upstream_tcp::bytes_past_response)
+                {
                     log::warn!(
                         "pool {}: server {} sent more than its Content-Length",
-                        pool.map_or("?", |p| p.name()),
+                        ctx.pool.as_ref().map_or("?", |p| p.name()),
                         attempt.server().name
                     );
-                    attempt.fail_as(
-                        FailureKind::Invalid,
-                        pool.is_some_and(|p| p.passive_enabled()),
-                    );
+                    attempt.fail_as(FailureKind::Invalid, ctx.passive_health());
                 } else {
                     attempt.succeed();
                 }
@@ -596,14 +565,13 @@ impl ProxyHttp for Fulcrum {
             match e {
                 None => attempt.succeed(),
                 Some(err) if err.esource() == &ErrorSource::Upstream => {
-                    let passive = ctx.pool.as_ref().is_some_and(|p| p.passive_enabled());
                     let kind = match err.etype() {
                         ErrorType::ReadTimedout
                         | ErrorType::WriteTimedout
                         | ErrorType::ConnectTimedout => FailureKind::Timeout,
                         _ => FailureKind::Invalid,
                     };
-                    attempt.fail_as(kind, passive);
+                    attempt.fail_as(kind, ctx.passive_health());
                 }
                 // Client abort: no verdict on the server; the guard releases it.
                 Some(_) => {}

@@ -144,3 +144,23 @@ fn a_missing_file_is_an_error() {
     assert!(!ok);
     assert!(out.contains("cannot read"), "{out}");
 }
+
+#[test]
+fn an_unknown_user_or_group_is_an_error_naming_the_field() {
+    let (ok, text) = check(
+        "listen: [\"127.0.0.1:1\"]\nuser: no-such-user-fulcrum\ngroup: no-such-group-fulcrum\n",
+        &[],
+    );
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("user: no such user \"no-such-user-fulcrum\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("group: no such group \"no-such-group-fulcrum\""),
+        "{text}"
+    );
+    // Existing accounts pass (Pingora switches to them when daemonizing).
+    let (ok, text) = check("listen: [\"127.0.0.1:1\"]\nuser: root\ngroup: root\n", &[]);
+    assert!(ok, "{text}");
+}

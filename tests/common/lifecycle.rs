@@ -114,6 +114,18 @@ pub fn to_log(log: &Path) -> (Stdio, Stdio) {
     (Stdio::from(f.try_clone().unwrap()), Stdio::from(f))
 }
 
+/// Runs `cmd` to completion with `RUST_LOG=info`, no stdin, and both
+/// streams appended to `log`.
+pub fn run_logged(cmd: &mut Command, log: &Path) -> std::process::ExitStatus {
+    let (out, err) = to_log(log);
+    cmd.env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .status()
+        .unwrap()
+}
+
 /// Waits until the file at `log` contains `needle`.
 pub fn wait_log(log: &Path, needle: &str, timeout: Duration) -> bool {
     super::wait_until(timeout, || {
