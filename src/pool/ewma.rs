@@ -8,10 +8,14 @@
 //! `elapsed` being the time since the previous update, so the estimate forgets
 //! a spike over about `decay`. Failures count as a high sample (a penalty).
 //!
-//! The cost of a server is `estimate × (in_flight + 1) / weight`; the
+//! The cost of a server is `estimate × (waiting + 1) / weight`, `waiting`
+//! being its attempts still without a response header
+//! ([`Server::awaiting`]; Linkerd counts a request pending until its
+//! response's first data): what follows the header is fulcrum's own work,
+//! and counting it let fulcrum's backlog weigh on the busiest server. The
 //! selection ([`TwoChoices`], shared with `p2c`) compares two random usable
 //! servers, or all of them in pools of up to three. While a server has
-//! nothing in flight, the estimate the selection uses decays toward zero with
+//! nothing waiting, the estimate the selection uses decays toward zero with
 //! the same time constant, counted from its last update (Linkerd and Finagle
 //! decay it the same way when they read it): a server that was slow, or
 //! failed, and is not being used is tried again after about
@@ -192,12 +196,12 @@ impl LatencyEwma {
     }
 }
 
-/// Cost of `selection: ewma`: estimate × (in_flight + 1) / weight.
+/// Cost of `selection: ewma`: estimate × (waiting + 1) / weight.
 pub struct LatencyCost;
 
 impl LoadMetric for LatencyCost {
     fn cost(s: &Server, now_us: u64) -> Cost {
-        let n = s.in_flight() as u64;
+        let n = s.awaiting() as u64;
         Cost {
             est: s.latency.effective_us(now_us, n == 0),
             load: n + 1,
@@ -387,6 +391,13 @@ mod tests {
         assert!(picks.contains(&1) && picks.contains(&2), "a tie: {picks:?}");
         held.push(servers[0].begin(1).unwrap());
         assert_eq!(first_at(&sel, S), 2);
+        // Their headers arrived (1ms), the bodies are still being relayed:
+        // the server's part is done, only the waiting count weighs.
+        for a in &mut held {
+            a.record_response(Duration::from_millis(1));
+        }
+        assert_eq!(servers[0].in_flight(), 20);
+        assert_eq!(first_at(&sel, S), 1);
         drop(held);
         assert_eq!(first_at(&sel, S), 1);
     }

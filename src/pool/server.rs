@@ -69,6 +69,8 @@ pub struct Server {
     removed: AtomicBool,
 
     in_flight: AtomicUsize,
+    /// Attempts sent whose response header has not arrived yet.
+    awaiting: AtomicUsize,
     requests: AtomicU64,
     failures: AtomicU64,
     /// Smooth weighted round-robin state for breaking least_conn ties.
@@ -109,6 +111,7 @@ impl Server {
             drained: AtomicBool::new(false),
             removed: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
+            awaiting: AtomicUsize::new(0),
             requests: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             swrr_current: Default::default(),
@@ -152,6 +155,11 @@ impl Server {
     /// Requests being handled right now.
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(Relaxed)
+    }
+    /// Attempts waiting for their response header: the load `ewma` weighs,
+    /// as Linkerd counts a request pending until its response's first data.
+    pub fn awaiting(&self) -> usize {
+        self.awaiting.load(Relaxed)
     }
     /// Attempts sent to this server since start.
     pub fn requests(&self) -> u64 {
@@ -233,6 +241,7 @@ impl Server {
             probe = true;
         }
         self.in_flight.fetch_add(1, Relaxed);
+        self.awaiting.fetch_add(1, Relaxed);
         self.requests.fetch_add(1, Relaxed);
         Some(InFlight {
             server: Arc::clone(self),
@@ -253,6 +262,7 @@ impl Server {
             .compare_exchange(false, true, AcqRel, Relaxed)
             .ok()?;
         self.in_flight.fetch_add(1, Relaxed);
+        self.awaiting.fetch_add(1, Relaxed);
         self.requests.fetch_add(1, Relaxed);
         Some(InFlight {
             server: Arc::clone(self),
@@ -448,6 +458,7 @@ impl InFlight {
             return;
         }
         self.sampled = true;
+        self.server.awaiting.fetch_sub(1, Relaxed);
         let us = latency.as_secs_f64() * 1e6;
         if self.probe {
             self.server.latency.restart_with(us, now_us());
@@ -483,6 +494,9 @@ impl Drop for InFlight {
             let waited = now.saturating_sub(self.started_us) as f64;
             self.server.latency.observe_at_least(waited, now);
         }
+        if !self.sampled {
+            self.server.awaiting.fetch_sub(1, Relaxed);
+        }
         self.server.in_flight.fetch_sub(1, Relaxed);
         if self.probe && !self.settled {
             self.server.probe_taken.store(false, Release);
@@ -517,6 +531,25 @@ mod tests {
         drop(b);
         assert_eq!(s.in_flight(), 0);
         assert_eq!(s.requests(), 2);
+    }
+
+    #[test]
+    fn awaiting_ends_at_the_response_header_or_with_the_attempt() {
+        let s = server(1, 1000);
+        let mut answered = s.begin(now_ms()).unwrap();
+        let mut failed = s.begin(now_ms()).unwrap();
+        let abandoned = s.begin(now_ms()).unwrap();
+        assert_eq!((s.in_flight(), s.awaiting()), (3, 3));
+        answered.record_response(Duration::from_millis(1));
+        answered.record_response(Duration::from_millis(1)); // counted once
+        assert_eq!((s.in_flight(), s.awaiting()), (3, 2), "body still coming");
+        failed.fail(true);
+        drop(failed);
+        drop(abandoned);
+        assert_eq!((s.in_flight(), s.awaiting()), (1, 0));
+        answered.succeed();
+        drop(answered);
+        assert_eq!((s.in_flight(), s.awaiting()), (0, 0));
     }
 
     #[test]

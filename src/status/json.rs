@@ -80,6 +80,7 @@ fn server(p: &Pool, s: &Server) -> Value {
         "max_conns": s.max_conns(),
         "state": server_state(s),
         "in_flight": s.in_flight(),
+        "awaiting_header": s.awaiting(),
         "requests": s.requests(),
         "requests_per_second": round2(s.stats.requests_per_second()),
         "history": history,

@@ -282,13 +282,18 @@ impl Fulcrum {
 
     /// Sum of in_flight over every server of every pool.
     pub fn total_in_flight(&self) -> u64 {
+        self.total_over_servers("in_flight")
+    }
+
+    /// Sum of one numeric field of every server in the JSON status.
+    pub fn total_over_servers(&self, field: &str) -> u64 {
         let doc = self.status_json();
         doc["pools"]
             .as_array()
             .unwrap()
             .iter()
             .flat_map(|p| p["servers"].as_array().unwrap().iter())
-            .map(|s| s["in_flight"].as_u64().unwrap())
+            .map(|s| s[field].as_u64().unwrap())
             .sum()
     }
 }
@@ -606,7 +611,8 @@ impl Fulcrum {
     /// Asserts that every in-flight count in the JSON status returns to 0.
     pub fn assert_in_flight_returns_to_zero(&self) {
         assert!(
-            wait_until(Duration::from_secs(10), || self.total_in_flight() == 0),
+            wait_until(Duration::from_secs(10), || self.total_in_flight() == 0
+                && self.total_over_servers("awaiting_header") == 0),
             "in-flight counts stuck: {}",
             self.get("/nginx-status/json").body
         );
