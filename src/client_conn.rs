@@ -14,6 +14,17 @@
 //! ([`expect_next_header`]). The connection is then closed without an answer,
 //! as nginx does.
 //!
+//! Between requests an HTTP/1 connection is held here, not in Pingora:
+//! [`ClientLimits`] runs the keepalive loop itself and waits for the first
+//! bytes of each request ([`HeaderDeadline::wait_for_request`]) before it
+//! creates Pingora's session and hands those bytes over as the start of the
+//! request. Pingora's own loop creates the next session at once and keeps
+//! its request future (~9 KB), its header buffer (4 KB) and its loop future
+//! (~4 KB) allocated while the client is idle; here an idle connection costs
+//! the stream, the task and these small wrappers (deploy/bench, scenario e).
+//! fulcrum speaks plain HTTP/1 only, so Pingora's h2c and ALPN branches of
+//! that loop are not needed.
+//!
 //! It also counts the connections whose request header has begun but is not
 //! complete. When the process leaves (upgrade or stop), Pingora's cleanup
 //! drops every connection waiting for a request header, including one whose
@@ -25,7 +36,9 @@
 use crate::runtime::SharedRuntime;
 use crate::status::Counters;
 use async_trait::async_trait;
-use pingora::apps::ServerApp;
+use bytes::BytesMut;
+use pingora::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
+use pingora::protocols::http::ServerSession;
 use pingora::protocols::Stream;
 use pingora::proxy::Session;
 use pingora::server::ShutdownWatch;
@@ -34,14 +47,20 @@ use pingora_core::protocols::{
     raw_connect::ProxyDigest, GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown,
     SocketDigest, Ssl, TimingDigest, UniqueID, UniqueIDType, ALPN,
 };
-use std::future::Future;
+use std::future::{poll_fn, Future};
 use std::io;
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::Notify;
+
+/// What one read takes while waiting for a request: a typical header in one
+/// go (Pingora starts its header buffer at this size too).
+const FIRST_READ: usize = 4096;
 
 /// Wraps the HTTP app: refuses connections above `limits.max_connections`
 /// and gives each accepted one a [`HeaderDeadline`].
@@ -52,6 +71,9 @@ pub struct ClientLimits<A> {
     open: Arc<AtomicUsize>,
     /// Connections in the middle of sending a request header.
     partial: Arc<AtomicUsize>,
+    /// Set by the cleanup: connections waiting for a request close.
+    closing: AtomicBool,
+    closed: Notify,
 }
 
 impl<A> ClientLimits<A> {
@@ -63,6 +85,8 @@ impl<A> ClientLimits<A> {
             counters,
             open: Arc::new(AtomicUsize::new(0)),
             partial: Arc::new(AtomicUsize::new(0)),
+            closing: AtomicBool::new(false),
+            closed: Notify::new(),
         }
     }
 }
@@ -75,8 +99,41 @@ impl Drop for Open {
     }
 }
 
+impl<A> ClientLimits<A> {
+    /// Waits for the first bytes of the next request: `None` when the
+    /// connection is to close (client gone, header or keepalive timeout, the
+    /// process leaving).
+    async fn next_request(&self, conn: &mut HeaderDeadline, first: bool) -> Option<BytesMut> {
+        let closed = self.closed.notified();
+        tokio::pin!(closed);
+        closed.as_mut().enable();
+        if self.closing.load(Relaxed) {
+            return None;
+        }
+        let keepalive = self.runtime.load().config.limits.keepalive_timeout;
+        let read = async {
+            if first {
+                // client_header_timeout from accept bounds it (HeaderDeadline).
+                conn.wait_for_request().await
+            } else {
+                tokio::time::timeout(keepalive, conn.wait_for_request())
+                    .await
+                    .unwrap_or(Ok(None))
+            }
+        };
+        tokio::select! {
+            biased;
+            r = read => r.unwrap_or_else(|e| {
+                log::debug!("client connection closed while waiting for a request: {e}");
+                None
+            }),
+            _ = closed => None,
+        }
+    }
+}
+
 #[async_trait]
-impl<A: ServerApp + Send + Sync + 'static> ServerApp for ClientLimits<A> {
+impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for ClientLimits<A> {
     async fn process_new(
         self: &Arc<Self>,
         stream: Stream,
@@ -94,12 +151,32 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for ClientLimits<A> {
             log_refusal(max);
             return None; // dropping the stream closes the connection
         }
-        let stream: Stream = Box::new(
+        let mut conn = Box::new(
             HeaderDeadline::new(stream, header_timeout).counting(Arc::clone(&self.partial)),
         );
-        let mut next = self.inner.process_new(stream, shutdown).await;
-        while let Some(stream) = next {
-            next = self.inner.process_new(stream, shutdown).await;
+        let mut settings: Option<HttpPersistentSettings> = None;
+        let mut first = true;
+        // Pingora's HTTP/1 keepalive loop (its ServerApp for HTTP apps), with
+        // the wait for each request moved ahead of the session (module doc).
+        while let Some(start) = self.next_request(&mut conn, first).await {
+            let mut session = ServerSession::new_http1(conn);
+            match settings.take() {
+                Some(s) => s.apply_to_session(&mut session),
+                // As Pingora: 60 s per read; the proxy sets the configured
+                // keepalive once it has the request.
+                None => session.set_keepalive((!*shutdown.borrow()).then_some(60)),
+            }
+            session.set_pipelined_prefix(start);
+            let Some(reused) = self.inner.process_new_http(session, shutdown).await else {
+                break;
+            };
+            let (stream, next_settings) = reused.consume();
+            settings = next_settings;
+            conn = match stream.into_any().downcast::<HeaderDeadline>() {
+                Ok(c) => c,
+                Err(_) => break, // not ours: cannot happen, close to be safe
+            };
+            first = false;
         }
         drop(open);
         None
@@ -118,7 +195,9 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for ClientLimits<A> {
         while self.partial.load(Relaxed) > 0 && Instant::now() < until {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        self.inner.cleanup().await
+        self.closing.store(true, Relaxed);
+        self.closed.notify_waiters();
+        self.inner.http_cleanup().await
     }
 }
 
@@ -194,6 +273,29 @@ impl HeaderDeadline {
                 }
             }
         }
+    }
+
+    /// Waits until the client sends the next request and returns its first
+    /// bytes (`None`: the client closed). The read goes through the deadline,
+    /// so the first request's `client_header_timeout` still counts from
+    /// accept, and a later one's from its first byte.
+    pub async fn wait_for_request(&mut self) -> io::Result<Option<BytesMut>> {
+        poll_fn(|cx| {
+            // On the stack for this poll only, so nothing is held while idle.
+            let mut space = [MaybeUninit::<u8>::uninit(); FIRST_READ];
+            let mut buf = ReadBuf::uninit(&mut space);
+            match Pin::new(&mut *self).poll_read(cx, &mut buf) {
+                Poll::Ready(Ok(())) if buf.filled().is_empty() => Poll::Ready(Ok(None)),
+                Poll::Ready(Ok(())) => {
+                    let mut start = BytesMut::with_capacity(FIRST_READ);
+                    start.extend_from_slice(buf.filled());
+                    Poll::Ready(Ok(Some(start)))
+                }
+                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                Poll::Pending => Poll::Pending,
+            }
+        })
+        .await
     }
 
     fn of(session: &Session) -> Option<&HeaderDeadline> {

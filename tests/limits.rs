@@ -295,3 +295,31 @@ fn stub(f: &Fulcrum) -> (u64, u64) {
         .collect();
     (nums[0], nums[1])
 }
+
+#[test]
+fn idle_connections_close_soon_after_a_stop_while_requests_still_drain() {
+    let b = Backends::start(&["a"], &[]);
+    // A grace period far longer than drain::IDLE_CLOSE_DELAY (1 s): idle
+    // connections must go at that delay, not when the process exits.
+    let d = common::lifecycle::Daemon::start(10, 5, &one_pool("svc", "/api", &[b.addr("a")], ""));
+    let pid = d.pid().unwrap();
+    let mut used = KeepAlive::connect(d.addr).unwrap();
+    assert_eq!(used.get("/api/1").unwrap().status, 200);
+    let mut used = used.stream().try_clone().unwrap();
+    let mut silent = connect(d.addr, Duration::from_secs(20));
+    std::thread::sleep(Duration::from_millis(200));
+    signal(pid, "TERM");
+    let start = Instant::now();
+    for (name, s) in [("after a request", &mut used), ("never used", &mut silent)] {
+        assert!(
+            wait_closed(s, Duration::from_secs(15), &mut vec![]),
+            "{name}: not closed"
+        );
+        let took = start.elapsed();
+        assert!(
+            took < Duration::from_secs(5),
+            "{name}: closed after {took:?}"
+        );
+    }
+    assert!(pid_alive(pid), "closed by the exit, not by the cleanup");
+}
