@@ -69,7 +69,8 @@ pub struct ClientLimits<A> {
     runtime: SharedRuntime,
     counters: Arc<Counters>,
     open: Arc<AtomicUsize>,
-    /// Connections in the middle of sending a request header.
+    /// Connections in the middle of sending a request header (stub_status
+    /// `Reading`).
     partial: Arc<AtomicUsize>,
     /// Set by the cleanup: connections waiting for a request close.
     closing: AtomicBool,
@@ -82,9 +83,9 @@ impl<A> ClientLimits<A> {
         ClientLimits {
             inner: Arc::new(inner),
             runtime,
+            partial: counters.reading_count(),
             counters,
             open: Arc::new(AtomicUsize::new(0)),
-            partial: Arc::new(AtomicUsize::new(0)),
             closing: AtomicBool::new(false),
             closed: Notify::new(),
         }

@@ -101,3 +101,38 @@ fn json_lists_every_pool_and_server() {
     }
     assert_eq!(total, 4);
 }
+
+#[test]
+fn stub_status_counts_connections_reading_a_header_and_idle_ones() {
+    use std::io::Write;
+    let b = Backends::start(&["a", "b"], &[]);
+    let f = Fulcrum::start(&conf(&b, "[\"127.0.0.1/32\"]"));
+    // (reading, writing, waiting) as seen by a request of its own (writing 1).
+    let counts = || {
+        let body = f.get("/nginx-status").body;
+        let last = body.lines().nth(3).unwrap_or_default().to_string();
+        let n: Vec<u64> = last
+            .split_whitespace()
+            .filter_map(|w| w.parse().ok())
+            .collect();
+        (n[0], n[1], n[2], body)
+    };
+    let mut half = common::raw::connect(f.addr, std::time::Duration::from_secs(10));
+    let _silent = common::raw::connect(f.addr, std::time::Duration::from_secs(10));
+    half.write_all(b"GET /api/x HTTP/1.1\r\nHost: a\r\n")
+        .unwrap();
+    assert!(
+        wait_until(std::time::Duration::from_secs(5), || {
+            let (r, w, idle, _) = counts();
+            (r, w, idle) == (1, 1, 1)
+        }),
+        "half a header: Reading 1, the silent connection Waiting: {}",
+        counts().3
+    );
+    half.write_all(b"\r\n").unwrap();
+    let mut reader = std::io::BufReader::new(half.try_clone().unwrap());
+    let r = read_response(&mut reader, false).unwrap();
+    assert_eq!(r.status, 200);
+    let (r, w, idle, body) = counts();
+    assert_eq!((r, w, idle), (0, 1, 2), "answered, now idle: {body}");
+}

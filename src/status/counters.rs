@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use pingora::apps::ServerApp;
 use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 
 /// Counters for the whole process, as nginx's stub_status reports them.
@@ -15,6 +15,9 @@ pub struct Counters {
     active: AtomicU64,
     requests: AtomicU64,
     writing: AtomicU64,
+    /// Connections whose request header has begun but is not complete
+    /// (kept by the client connections' header deadline, `client_conn`).
+    reading: Arc<AtomicUsize>,
     /// Connections closed at once because `limits.max_connections` was reached.
     dropped: AtomicU64,
 }
@@ -31,8 +34,8 @@ pub struct Snapshot {
     pub handled: u64,
     /// Requests since start.
     pub requests: u64,
-    /// Connections reading a request header. Pingora exposes no hook for
-    /// this phase, so it is always 0 (documented in the README).
+    /// Connections reading a request header: its first bytes arrived, the
+    /// rest has not (nginx counts a connection here from the first byte too).
     pub reading: u64,
     /// Connections with a request being processed.
     pub writing: u64,
@@ -45,16 +48,23 @@ impl Counters {
     pub fn snapshot(&self) -> Snapshot {
         let active = self.active.load(Relaxed);
         let writing = self.writing.load(Relaxed).min(active);
+        let reading = (self.reading.load(Relaxed) as u64).min(active - writing);
         let accepts = self.accepts.load(Relaxed);
         Snapshot {
             active,
             accepts,
             handled: accepts.saturating_sub(self.dropped.load(Relaxed)),
             requests: self.requests.load(Relaxed),
-            reading: 0,
+            reading,
             writing,
-            waiting: active - writing,
+            waiting: active - writing - reading,
         }
+    }
+
+    /// The count of connections in the middle of a request header, for the
+    /// code that sees those bytes arrive.
+    pub fn reading_count(&self) -> Arc<AtomicUsize> {
+        Arc::clone(&self.reading)
     }
 
     /// A connection was closed at once: `limits.max_connections` was reached.

@@ -128,7 +128,7 @@ fn process(s: &mut Scrape, rt: &Runtime, c: &Snapshot) {
     );
     s.gauge(
         "fulcrum_connections_reading",
-        "Connections reading a request header (stub_status: Reading; always 0).",
+        "Connections reading a request header (stub_status: Reading).",
         c.reading as f64,
     );
     s.gauge(
