@@ -90,17 +90,7 @@ impl<A> ClientLimits<A> {
             closed: Notify::new(),
         }
     }
-}
 
-struct Open(Arc<AtomicUsize>);
-
-impl Drop for Open {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Relaxed);
-    }
-}
-
-impl<A> ClientLimits<A> {
     /// Waits for the first bytes of the next request: `None` when the
     /// connection is to close (client gone, header or keepalive timeout, the
     /// process leaving).
@@ -130,6 +120,14 @@ impl<A> ClientLimits<A> {
             }),
             _ = closed => None,
         }
+    }
+}
+
+struct Open(Arc<AtomicUsize>);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
     }
 }
 
