@@ -117,6 +117,7 @@ fn every_family_is_there_with_its_type() {
         ("fulcrum_upstream_failures_total", "counter"),
         ("fulcrum_upstream_retries_total", "counter"),
         ("fulcrum_upstream_in_flight", "gauge"),
+        ("fulcrum_upstream_awaiting_header", "gauge"),
         ("fulcrum_upstream_active_healthy", "gauge"),
         ("fulcrum_upstream_passive_healthy", "gauge"),
         ("fulcrum_upstream_drained", "gauge"),
@@ -313,17 +314,22 @@ fn gauges_follow_in_flight_health_and_reload() {
     let f = &s.f;
     let other = srv("other", &s.other);
 
-    // In flight while a slow request runs, back to 0 after.
+    // In flight, and waiting for its header, while a slow request runs;
+    // back to 0 after.
     let addr = f.addr;
     let slow = std::thread::spawn(move || get(addr, "/other/slow?delay_ms=1500"));
     assert!(
         wait_until(Duration::from_secs(10), || {
-            scrape(f).value("fulcrum_upstream_in_flight", &other) == 1.0
+            let m = scrape(f);
+            m.value("fulcrum_upstream_in_flight", &other) == 1.0
+                && m.value("fulcrum_upstream_awaiting_header", &other) == 1.0
         }),
-        "in-flight gauge never showed the slow request"
+        "in-flight and awaiting-header gauges never showed the slow request"
     );
     assert_eq!(slow.join().unwrap().status, 200);
-    assert_eq!(scrape(f).value("fulcrum_upstream_in_flight", &other), 0.0);
+    let m = scrape(f);
+    assert_eq!(m.value("fulcrum_upstream_in_flight", &other), 0.0);
+    assert_eq!(m.value("fulcrum_upstream_awaiting_header", &other), 0.0);
 
     // Active health: fall 1 at a 200ms interval.
     s.b.control("b", "/__control/health?fail=1");

@@ -279,6 +279,13 @@ fn servers(s: &mut Scrape, rt: &Runtime) {
         |_, sv, l, out| out.push(gauge(l, sv.in_flight() as f64)),
     );
     s.per_server(
+        "fulcrum_upstream_awaiting_header",
+        "Of those, requests still waiting for the response header (the load selection: ewma weighs).",
+        GAUGE,
+        rt,
+        |_, sv, l, out| out.push(gauge(l, sv.awaiting() as f64)),
+    );
+    s.per_server(
         "fulcrum_upstream_active_healthy",
         "Active health check verdict: 1 healthy (also without checks), 0 unhealthy.",
         GAUGE,
