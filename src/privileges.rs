@@ -12,9 +12,9 @@
 //! An upgrade (`-u`) already works this way: the sockets come from the old
 //! process, and the new one switches user after taking them.
 
+use nix::unistd::{geteuid, Group, User};
 use pingora::server::configuration::ServerConf;
 use pingora::server::Fds;
-use std::ffi::CString;
 use std::net::{SocketAddr, TcpListener};
 use std::os::unix::io::IntoRawFd;
 use std::path::Path;
@@ -27,8 +27,7 @@ const HANDOFF_WAIT: Duration = Duration::from_secs(10);
 /// Whether this start must bind before Pingora switches user: a fresh
 /// daemon start, as root, with `user` set.
 pub fn must_prebind(server: &ServerConf, daemon: bool, upgrade: bool) -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    daemon && !upgrade && server.user.is_some() && unsafe { libc::geteuid() } == 0
+    daemon && !upgrade && server.user.is_some() && geteuid().is_root()
 }
 
 /// Checks that Pingora can switch to `user`/`group` when this process
@@ -42,8 +41,7 @@ pub fn check_switch(server: &ServerConf) -> Result<(), String> {
     if let Some(group) = &server.group {
         lookup_group(group)?;
     }
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let me = unsafe { libc::geteuid() };
+    let me = geteuid().as_raw();
     if me != 0 && me != uid {
         return Err(format!(
             "user: switching to {user:?} needs a start as root (running as uid {me})"
@@ -55,8 +53,7 @@ pub fn check_switch(server: &ServerConf) -> Result<(), String> {
 /// Says so when a daemon started as root will keep running as root (nginx
 /// would switch its workers to `nobody`; Pingora switches only when told).
 pub fn warn_if_staying_root(server: &ServerConf) {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    if server.user.is_none() && unsafe { libc::geteuid() } == 0 {
+    if server.user.is_none() && geteuid().is_root() {
         log::warn!(
             "running as root: set `user:` and `group:` to run unprivileged after binding \
              (README: Running unprivileged)"
@@ -65,34 +62,21 @@ pub fn warn_if_staying_root(server: &ServerConf) {
 }
 
 /// The uid of `name`, or why not.
-pub fn lookup_user(name: &str) -> Result<libc::uid_t, String> {
-    let c = CString::new(name).map_err(|_| format!("user: {name:?} contains NUL"))?;
-    let mut buf = vec![0 as libc::c_char; 16 * 1024];
-    // SAFETY: passwd is plain data; getpwnam_r fills it and points its
-    // strings into `buf`, which outlives the call; we read only pw_uid.
-    let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
-    let mut found: *mut libc::passwd = std::ptr::null_mut();
-    let rc =
-        unsafe { libc::getpwnam_r(c.as_ptr(), &mut pw, buf.as_mut_ptr(), buf.len(), &mut found) };
-    if rc != 0 || found.is_null() {
-        return Err(format!("user: no such user {name:?}"));
+pub fn lookup_user(name: &str) -> Result<u32, String> {
+    match User::from_name(name) {
+        Ok(Some(u)) => Ok(u.uid.as_raw()),
+        Ok(None) => Err(format!("user: no such user {name:?}")),
+        Err(e) => Err(format!("user: cannot look up {name:?}: {e}")),
     }
-    Ok(pw.pw_uid)
 }
 
 /// The gid of `name`, or why not.
-pub fn lookup_group(name: &str) -> Result<libc::gid_t, String> {
-    let c = CString::new(name).map_err(|_| format!("group: {name:?} contains NUL"))?;
-    let mut buf = vec![0 as libc::c_char; 64 * 1024];
-    // SAFETY: as in lookup_user, with getgrnam_r and group.
-    let mut gr: libc::group = unsafe { std::mem::zeroed() };
-    let mut found: *mut libc::group = std::ptr::null_mut();
-    let rc =
-        unsafe { libc::getgrnam_r(c.as_ptr(), &mut gr, buf.as_mut_ptr(), buf.len(), &mut found) };
-    if rc != 0 || found.is_null() {
-        return Err(format!("group: no such group {name:?}"));
+pub fn lookup_group(name: &str) -> Result<u32, String> {
+    match Group::from_name(name) {
+        Ok(Some(g)) => Ok(g.gid.as_raw()),
+        Ok(None) => Err(format!("group: no such group {name:?}")),
+        Err(e) => Err(format!("group: cannot look up {name:?}: {e}")),
     }
-    Ok(gr.gr_gid)
 }
 
 /// Listening sockets bound by this process, on their way to its own
