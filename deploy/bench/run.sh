@@ -16,7 +16,7 @@ COMMAND="deploy/bench/run.sh${*:+ $*}"
 usage() {
     cat <<EOF
 usage: deploy/bench/run.sh [--quick] [--no-install] [--bin-dir DIR] [--out DIR]
-                           [--scenarios a,b,c,d,e,f] [--keep]
+                           [--scenarios a,b,c,d,e,f,g] [--keep]
   --quick        about a minute: 1 s runs, 500 idle connections (smoke test)
   --no-install   do not apt-get install nginx, haproxy, wrk (fail if missing);
                  no matplotlib download either (built-in PNG writer)
@@ -32,7 +32,7 @@ fulcrum config (top level, e.g. 'work_stealing: false'); BENCH_CONTENDERS
 EOF
 }
 
-QUICK=0 INSTALL=1 KEEP=0 BIN_DIR="" OUT="" ONLY=a,b,c,d,e,f
+QUICK=0 INSTALL=1 KEEP=0 BIN_DIR="" OUT="" ONLY=a,b,c,d,e,f,g
 while [ $# -gt 0 ]; do
     case $1 in
     --quick) QUICK=1 ;;
@@ -221,7 +221,9 @@ fulcrum_conf() {
         for pool in small big skew; do
             printf '%s\n' "$@" | grep -q "^$pool=" || continue
             echo "  $pool:"
-            echo "    selection: $sel"
+            # SEL may carry a decay for ewma: "ewma/1s".
+            echo "    selection: ${sel%%/*}"
+            [[ $sel != */* ]] || echo "    decay: ${sel#*/}"
             echo "    connect_timeout: 1s"
             echo "    read_timeout: 60s"
             echo "    write_timeout: 60s"
@@ -443,37 +445,44 @@ idle_scenario() {
     done
 }
 
-# Skew: two backends, one 20 ms slower; two workers per proxy (nginx keeps
-# least_conn counts per worker, fulcrum shares them). Nothing is pinned:
-# the slow backend, not a CPU, limits these runs.
+# skew_scenario SCENARIO SELECTIONS...: two backends, one 20 ms slower; two
+# workers per proxy (nginx keeps least_conn counts per worker, fulcrum shares
+# them). Nothing is pinned: the slow backend, not a CPU, limits these runs.
+# f runs closed-loop (as fast as answers come), g at the fixed rate of d.
 skew_scenario() {
-    local sel dir skew
-    log "scenario f (skew: one of two backends adds 20 ms)"
+    local scn=$1 sel dir skew who
+    shift
+    log "scenario $scn (skew: one of two backends adds 20 ms)"
     backend fast "" --body-size 11
-    local fast=$PORT
+    local fast=$PORT fast_pid=$PID
     backend slow "" --body-size 11 --delay-ms 20
+    local slow_pid=$PID
     skew=("skew=127.0.0.1:$fast" "skew=127.0.0.1:$PORT")
     MEASURE_OPTS=(--backend "fast=http://127.0.0.1:$fast" --backend "slow=http://127.0.0.1:$PORT")
     WRK=(wrk)
-    for sel in least_conn round_robin ewma p2c; do
+    for sel in "$@"; do
+        who=fulcrum-${sel//\//-}
         # ewma and p2c are measured once the config check accepts them.
-        dir=$WORK/f-check-$sel
+        dir=$WORK/$scn-check-$who
         mkdir -p "$dir"
         fulcrum_conf "$dir" 1 2 off "$sel" "${skew[@]}"
         if ! "$FULCRUM" -t -c "$dir/fulcrum.yaml" >"$dir/check.log" 2>&1; then
             log "  fulcrum $sel: not available ($(grep -m1 selection "$dir/check.log" || tail -1 "$dir/check.log"))"
-            echo "{\"scenario\": \"f\", \"contender\": \"fulcrum-$sel\", \"unavailable\": true}" >>"$RESULTS"
+            echo "{\"scenario\": \"$scn\", \"contender\": \"$who\", \"unavailable\": true}" >>"$RESULTS"
             continue
         fi
-        proxy fulcrum "f-fulcrum-$sel" "" 2 off "$sel" "${skew[@]}"
-        load f "fulcrum-$sel" "$PID" "http://127.0.0.1:$PORT/"
+        proxy fulcrum "$scn-$who" "" 2 off "$sel" "${skew[@]}"
+        load "$scn" "$who" "$PID" "http://127.0.0.1:$PORT/"
         stop "$PID"
     done
     for who in nginx haproxy; do
-        proxy "$who" "f-$who" "" 2 - - "${skew[@]}"
-        load f "$who" "$PID" "http://127.0.0.1:$PORT/"
+        proxy "$who" "$scn-$who" "" 2 - - "${skew[@]}"
+        load "$scn" "$who" "$PID" "http://127.0.0.1:$PORT/"
         stop "$PID"
     done
+    stop "$fast_pid"
+    stop "$slow_pid"
+    MEASURE_OPTS=()
 }
 
 if wanted a; then scenario a / direct fulcrum fulcrum-log nginx haproxy; fi
@@ -489,7 +498,14 @@ if wanted d; then
     SCRIPT_ARGS=()
 fi
 if wanted e; then idle_scenario; fi
-if wanted f; then skew_scenario; fi
+if wanted f; then skew_scenario f least_conn round_robin ewma ewma/1s p2c; fi
+if wanted g; then
+    # At the fixed rate of d, below every contender's saturation (round_robin,
+    # with half the requests on the 20 ms backend, cannot keep up: left out).
+    SCRIPT_ARGS=("$RATE")
+    skew_scenario g least_conn ewma ewma/1s
+    SCRIPT_ARGS=()
+fi
 
 # --- report ------------------------------------------------------------------
 
