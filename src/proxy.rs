@@ -171,6 +171,12 @@ fn new_request_id() -> String {
 impl ProxyHttp for Fulcrum {
     type CTX = RequestCtx;
 
+    /// No downstream modules. Pingora's default adds a response compression
+    /// module at level 0 (off), which still builds a context and runs its
+    /// filters on every request; fulcrum passes bodies through as nginx
+    /// does without `gzip on`.
+    fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {}
+
     fn new_ctx(&self) -> RequestCtx {
         let now = Instant::now();
         RequestCtx {

@@ -36,6 +36,29 @@ fn forwarded_headers_arrive_at_the_backend() {
 }
 
 #[test]
+fn bodies_pass_through_uncompressed_whatever_the_client_accepts() {
+    // nginx without `gzip on`: Accept-Encoding goes to the backend as sent,
+    // and its answer comes back byte for byte.
+    let (_b, f) = setup();
+    let r = request(
+        f.addr,
+        "GET",
+        "/z",
+        &[("Accept-Encoding", "gzip, br, zstd")],
+        b"",
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-encoding"), None, "{:?}", r.headers);
+    assert_eq!(
+        r.header("content-length").map(str::to_string),
+        Some(r.body.len().to_string()),
+        "{:?}",
+        r.headers
+    );
+    assert_eq!(r.json()["headers"]["accept-encoding"], "gzip, br, zstd");
+}
+
+#[test]
 fn request_id_is_generated_and_returned() {
     let (_b, f) = setup();
     let r1 = f.get("/x");

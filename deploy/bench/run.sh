@@ -191,6 +191,7 @@ wait_ready() { # PORT PID NAME: until GET / answers 200
 backend() {
     local name=$1 cpu=$2
     shift 2
+    rm -f "$WORK/$name.port" # a backend of this name may have run before (f, then g)
     start "$name" "$cpu" "$BACKEND" --name "$name" --listen 127.0.0.1:0 \
         --port-file "$WORK/$name.port" --threads 1 "$@"
     for _ in $(seq 100); do [ -s "$WORK/$name.port" ] && break; sleep 0.05; done
