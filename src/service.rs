@@ -21,7 +21,7 @@ use pingora::server::configuration::Opt;
 use pingora::server::{RunArgs, Server};
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
-use pingora_core::listeners::{L4BufferSettings, ListenerConfig, DEFAULT_L4_WRITE_BUFFER_SIZE};
+use pingora_core::listeners::{L4BufferSettings, ListenerConfig};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
@@ -100,9 +100,10 @@ pub fn run(args: &Args, loaded: Loaded) -> Result<(), String> {
         // Pingora gives every client connection a 64 KiB read buffer, zero-filled
         // and so resident: ~35 KB per idle keepalive connection. The HTTP/1 parser
         // reads request headers into its own buffer anyway, so do without it.
+        // The write buffer (1.5 KB for the connection's life) is replaced by
+        // client_conn's, which exists only while a response is written.
         service.add_listener(
-            ListenerConfig::tcp(addr.to_string())
-                .l4_buffer(L4BufferSettings::new(0, DEFAULT_L4_WRITE_BUFFER_SIZE)),
+            ListenerConfig::tcp(addr.to_string()).l4_buffer(L4BufferSettings::new(0, 0)),
         );
     }
     pingora_server.add_service(service);
