@@ -56,7 +56,7 @@ use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
@@ -265,11 +265,9 @@ impl OutBuf {
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<()>> {
         while self.sent < self.buf.len() {
-            match Pin::new(&mut *inner).poll_write(cx, &self.buf[self.sent..]) {
-                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-                Poll::Ready(Ok(n)) => self.sent += n,
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => return Poll::Pending,
+            match ready!(Pin::new(&mut *inner).poll_write(cx, &self.buf[self.sent..]))? {
+                0 => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                n => self.sent += n,
             }
         }
         self.buf.clear();
@@ -277,9 +275,19 @@ impl OutBuf {
         Poll::Ready(Ok(()))
     }
 
-    /// Room for `len` more bytes: gathered, or too many (write them directly).
-    fn fits(&self, len: usize) -> bool {
-        self.buf.len() + len <= OUT_CAP
+    /// Makes room for `len` more bytes, flushing if they do not fit beside
+    /// what is gathered: `true` when they are to be gathered, `false` when
+    /// they are too many and go to the socket directly (as `BufWriter`).
+    fn poll_room(
+        &mut self,
+        inner: &mut Stream,
+        cx: &mut Context<'_>,
+        len: usize,
+    ) -> Poll<io::Result<bool>> {
+        if self.buf.len() + len > OUT_CAP {
+            ready!(self.poll_flush_into(inner, cx))?;
+        }
+        Poll::Ready(Ok(len < OUT_CAP))
     }
 
     fn gather<'a>(&mut self, parts: impl IntoIterator<Item = &'a [u8]>) {
@@ -456,14 +464,7 @@ impl AsyncWrite for HeaderDeadline {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        if !this.out.fits(buf.len()) {
-            match this.out.poll_flush_into(&mut this.inner, cx) {
-                Poll::Ready(Ok(())) => {}
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => return Poll::Pending,
-            }
-        }
-        if buf.len() >= OUT_CAP {
+        if !ready!(this.out.poll_room(&mut this.inner, cx, buf.len()))? {
             return Pin::new(&mut this.inner).poll_write(cx, buf);
         }
         this.out.gather([buf]);
@@ -472,18 +473,14 @@ impl AsyncWrite for HeaderDeadline {
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        match this.out.poll_flush_into(&mut this.inner, cx) {
-            Poll::Ready(Ok(())) => Pin::new(&mut this.inner).poll_flush(cx),
-            other => other,
-        }
+        ready!(this.out.poll_flush_into(&mut this.inner, cx))?;
+        Pin::new(&mut this.inner).poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        match this.out.poll_flush_into(&mut this.inner, cx) {
-            Poll::Ready(Ok(())) => Pin::new(&mut this.inner).poll_shutdown(cx),
-            other => other,
-        }
+        ready!(this.out.poll_flush_into(&mut this.inner, cx))?;
+        Pin::new(&mut this.inner).poll_shutdown(cx)
     }
 
     fn poll_write_vectored(
@@ -493,14 +490,7 @@ impl AsyncWrite for HeaderDeadline {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let len: usize = bufs.iter().map(|b| b.len()).sum();
-        if !this.out.fits(len) {
-            match this.out.poll_flush_into(&mut this.inner, cx) {
-                Poll::Ready(Ok(())) => {}
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => return Poll::Pending,
-            }
-        }
-        if len >= OUT_CAP {
+        if !ready!(this.out.poll_room(&mut this.inner, cx, len))? {
             return Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
         }
         this.out.gather(bufs.iter().map(|b| &b[..]));
