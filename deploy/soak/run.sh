@@ -332,7 +332,8 @@ pids=$(awk -F, 'NR > 1 { print $2 }' "$WORK/samples.csv" | uniq | wc -l)
     echo "Chart: \`$CHART\` (RSS and fds of the process in the pid file, sampled every ${SAMPLE_EVERY} s; requests per 10 s; blackholes shaded, reloads and upgrades as lines, backend kills as ticks)."
     if [ -s "$WORK/failures.log" ]; then
         echo
-        echo "Failures (first 20 of $(wc -l < "$WORK/failures.log")):"
+        nfail=$(wc -l < "$WORK/failures.log")
+        if [ "$nfail" -gt 20 ]; then echo "Failures (first 20 of $nfail):"; else echo "Failures ($nfail):"; fi
         echo
         echo '```'
         head -n 20 "$WORK/failures.log"
