@@ -59,7 +59,7 @@ use std::sync::{Arc, OnceLock};
 use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::Notify;
+use tokio::sync::{futures::Notified, Notify};
 
 /// What one read takes while waiting for a request: a typical header in one
 /// go (Pingora starts its header buffer at this size too).
@@ -100,11 +100,15 @@ impl<A> ClientLimits<A> {
 
     /// Waits for the first bytes of the next request: `None` when the
     /// connection is to close (client gone, header or keepalive timeout, the
-    /// process leaving).
-    async fn next_request(&self, conn: &mut HeaderDeadline, first: bool) -> Option<BytesMut> {
-        let closed = self.closed.notified();
-        tokio::pin!(closed);
-        closed.as_mut().enable();
+    /// process leaving: `closed` is this connection's registration with the
+    /// cleanup's notification, made once per connection because it takes
+    /// the `Notify`'s lock, shared by all connections).
+    async fn next_request(
+        &self,
+        conn: &mut HeaderDeadline,
+        first: bool,
+        mut closed: Pin<&mut Notified<'_>>,
+    ) -> Option<BytesMut> {
         if self.closing.load(Relaxed) {
             return None;
         }
@@ -125,7 +129,7 @@ impl<A> ClientLimits<A> {
                 log::debug!("client connection closed while waiting for a request: {e}");
                 None
             }),
-            _ = closed => None,
+            _ = closed.as_mut() => None,
         }
     }
 }
@@ -162,9 +166,15 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for ClientLimits<A> {
         );
         let mut settings: Option<HttpPersistentSettings> = None;
         let mut first = true;
+        // Registered before `closing` is read (in next_request), so a cleanup
+        // in between still wakes it; a notification that arrives during a
+        // request is kept and closes the connection after that request.
+        let closed = self.closed.notified();
+        tokio::pin!(closed);
+        closed.as_mut().enable();
         // Pingora's HTTP/1 keepalive loop (its ServerApp for HTTP apps), with
         // the wait for each request moved ahead of the session (module doc).
-        while let Some(start) = self.next_request(&mut conn, first).await {
+        while let Some(start) = self.next_request(&mut conn, first, closed.as_mut()).await {
             let mut session = ServerSession::new_http1(conn);
             match settings.take() {
                 Some(s) => s.apply_to_session(&mut session),

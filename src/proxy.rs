@@ -100,16 +100,18 @@ impl RequestCtx {
             } else {
                 502
             };
-            self.end_attempt_log(status);
+            self.end_attempt_log(status, self.attempt_start.elapsed());
         }
         self.last_failure = Some(failure);
     }
 
-    fn end_attempt_log(&mut self, status: u16) {
+    /// Completes the log entry of the current attempt: its status and how
+    /// long it took (`took`, measured once by the caller).
+    fn end_attempt_log(&mut self, status: u16, took: Duration) {
         if let Some(a) = self.attempts.last_mut() {
             if a.status == 0 {
                 a.status = status;
-                a.time = self.attempt_start.elapsed();
+                a.time = took;
             }
         }
     }
@@ -369,17 +371,13 @@ impl ProxyHttp for Fulcrum {
             return Err(e);
         }
         let status = resp.status.as_u16();
-        ctx.end_attempt_log(status);
-        if let Some(attempt) = ctx.current.as_ref() {
-            attempt
-                .server()
-                .stats
-                .count_response(status, ctx.attempt_start.elapsed());
-        }
-        // The final response header (not a 100 Continue): a latency sample.
-        if status >= 200 || status == 101 {
-            if let Some(attempt) = ctx.current.as_mut() {
-                attempt.record_response(ctx.attempt_start.elapsed());
+        let took = ctx.attempt_start.elapsed();
+        ctx.end_attempt_log(status, took);
+        if let Some(attempt) = ctx.current.as_mut() {
+            attempt.server().stats.count_response(status, took);
+            // The final response header (not a 100 Continue): a latency sample.
+            if status >= 200 || status == 101 {
+                attempt.record_response(took);
             }
         }
         let Some(pool) = ctx.pool.clone() else {
