@@ -18,6 +18,7 @@ use crate::status::{self, Counters, RequestGuard, RouteStats};
 use crate::{client_conn, drain, limits, upstream_tcp};
 use async_trait::async_trait;
 use bytes::Bytes;
+use http::HeaderValue;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
@@ -66,7 +67,8 @@ pub struct RequestCtx {
     pool: Option<Arc<Pool>>,
     /// Set when the path was normalized or stripped.
     upstream_uri: Option<http::Uri>,
-    request_id: String,
+    /// The client's id if acceptable, else a new one (sent both ways).
+    request_id: HeaderValue,
     attempts: Vec<AttemptLog>,
     tried: Vec<SocketAddr>,
     current: Option<InFlight>,
@@ -156,8 +158,9 @@ fn acceptable_request_id(v: &[u8]) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
 
-/// A process-unique id: a per-process random prefix and a counter.
-fn new_request_id() -> String {
+/// A process-unique id: a per-process random prefix and a counter, as 24
+/// hex digits (written by hand: this runs for every request).
+fn new_request_id() -> HeaderValue {
     static SEED: OnceLock<u64> = OnceLock::new();
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let seed = *SEED.get_or_init(|| {
@@ -166,7 +169,15 @@ fn new_request_id() -> String {
         h.write_u32(std::process::id());
         h.finish()
     });
-    format!("{:016x}{:08x}", seed, COUNTER.fetch_add(1, Relaxed) as u32)
+    let count = COUNTER.fetch_add(1, Relaxed) as u32;
+    let mut id = [0u8; 24];
+    let digits = (0..16)
+        .map(|i| (seed >> (60 - 4 * i)) & 0xf)
+        .chain((0..8).map(|i| u64::from(count >> (28 - 4 * i)) & 0xf));
+    for (d, v) in id.iter_mut().zip(digits) {
+        *d = b"0123456789abcdef"[v as usize];
+    }
+    HeaderValue::from_bytes(&id).expect("hex digits are a valid header value")
 }
 
 #[async_trait]
@@ -186,7 +197,7 @@ impl ProxyHttp for Fulcrum {
             _request: None,
             pool: None,
             upstream_uri: None,
-            request_id: String::new(),
+            request_id: HeaderValue::from_static(""),
             attempts: Vec::new(),
             tried: Vec::new(),
             current: None,
@@ -236,9 +247,7 @@ impl ProxyHttp for Fulcrum {
             return Ok(true);
         }
         ctx.request_id = match session.req_header().headers.get("x-request-id") {
-            Some(v) if acceptable_request_id(v.as_bytes()) => {
-                String::from_utf8_lossy(v.as_bytes()).into_owned()
-            }
+            Some(v) if acceptable_request_id(v.as_bytes()) => v.clone(),
             _ => new_request_id(),
         };
         self.route(session, ctx, &rt).await
@@ -338,20 +347,25 @@ impl ProxyHttp for Fulcrum {
             req.set_uri(uri.clone());
         }
         if let Some(ip) = client_ip(session) {
-            let ip = ip.to_string();
+            // One value shared by both fields (a HeaderValue clone is a
+            // reference count).
+            let ip = HeaderValue::try_from(ip.to_string()).expect("an IP is a valid value");
             let xff = match req
                 .headers
                 .get("x-forwarded-for")
                 .and_then(|v| v.to_str().ok())
             {
-                Some(prev) if !prev.is_empty() => format!("{prev}, {ip}"),
+                Some(prev) if !prev.is_empty() => {
+                    HeaderValue::try_from(format!("{prev}, {}", ip.to_str().unwrap_or_default()))
+                        .expect("valid values joined by a comma")
+                }
                 _ => ip.clone(),
             };
             req.insert_header("X-Forwarded-For", xff)?;
             req.insert_header("X-Real-IP", ip)?;
         }
-        req.insert_header("X-Forwarded-Proto", "http")?;
-        req.insert_header("X-Request-Id", ctx.request_id.as_str())?;
+        req.insert_header("X-Forwarded-Proto", HeaderValue::from_static("http"))?;
+        req.insert_header("X-Request-Id", ctx.request_id.clone())?;
         Ok(())
     }
 
@@ -406,7 +420,7 @@ impl ProxyHttp for Fulcrum {
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        resp.insert_header("X-Request-Id", ctx.request_id.as_str())?;
+        resp.insert_header("X-Request-Id", ctx.request_id.clone())?;
         // Old process after an upgrade: move keepalive clients to the new one.
         drain::close_connection_if_draining(session);
         Ok(())
@@ -516,7 +530,7 @@ impl ProxyHttp for Fulcrum {
                 code,
                 "text/plain; charset=utf-8",
                 format!("{text}\n"),
-                &[("X-Request-Id", ctx.request_id.as_str())],
+                &[("X-Request-Id", ctx.request_id.to_str().unwrap_or_default())],
             )
             .await;
             if code == 413 {
@@ -611,7 +625,7 @@ impl ProxyHttp for Fulcrum {
             pool: ctx.pool.as_ref().map(|p| p.name_arc()),
             attempts: std::mem::take(&mut ctx.attempts),
             total: ctx.start.elapsed(),
-            request_id: std::mem::take(&mut ctx.request_id),
+            request_id: ctx.request_id.clone(),
         });
     }
 }

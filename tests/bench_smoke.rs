@@ -71,6 +71,26 @@ fn quick_run_reports_every_contender() {
     // The binaries cargo just built for the tests: no release build inside a test.
     let bin_dir = Path::new(env!("CARGO_BIN_EXE_fulcrum")).parent().unwrap();
     assert!(bin_dir.join("fulcrum-demo-backend").is_file());
+    // cargo test builds examples only as test harnesses: build the runnable
+    // one the harness's "bare Pingora" row needs (same profile, same dir).
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let built = Command::new(cargo)
+        .args([
+            "build",
+            "--quiet",
+            "--example",
+            "bare_pingora",
+            "--manifest-path",
+        ])
+        .arg(root.join("Cargo.toml"))
+        .status()
+        .expect("run cargo build --example bare_pingora");
+    assert!(built.success(), "cargo build --example bare_pingora failed");
+    assert!(
+        bin_dir.join("examples/bare_pingora").is_file(),
+        "no {}",
+        bin_dir.join("examples/bare_pingora").display()
+    );
     let status = Command::new(root.join("deploy/bench/run.sh"))
         .args(["--quick", "--no-install", "--out"])
         .arg(&out)
@@ -102,12 +122,31 @@ fn quick_run_reports_every_contender() {
                 "direct to backend",
                 "fulcrum",
                 "fulcrum, access log on",
+                "bare Pingora",
                 "nginx",
                 "HAProxy",
             ][..],
         ),
-        ("b)", &["direct to backend", "fulcrum", "nginx", "HAProxy"]),
-        ("c)", &["direct to backend", "fulcrum", "nginx", "HAProxy"]),
+        (
+            "b)",
+            &[
+                "direct to backend",
+                "fulcrum",
+                "bare Pingora",
+                "nginx",
+                "HAProxy",
+            ],
+        ),
+        (
+            "c)",
+            &[
+                "direct to backend",
+                "fulcrum",
+                "bare Pingora",
+                "nginx",
+                "HAProxy",
+            ],
+        ),
         ("d)", &["direct to backend", "fulcrum", "nginx", "HAProxy"]),
     ] {
         for label in labels {

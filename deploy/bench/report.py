@@ -14,6 +14,7 @@ LABELS = {
     "direct": "direct to backend",
     "fulcrum": "fulcrum",
     "fulcrum-log": "fulcrum, access log on",
+    "pingora": "bare Pingora",
     "nginx": "nginx",
     "haproxy": "HAProxy",
     "fulcrum-least_conn": "fulcrum least_conn",

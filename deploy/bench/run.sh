@@ -20,8 +20,9 @@ usage: deploy/bench/run.sh [--quick] [--no-install] [--bin-dir DIR] [--out DIR]
   --quick        about a minute: 1 s runs, 500 idle connections (smoke test)
   --no-install   do not apt-get install nginx, haproxy, wrk (fail if missing);
                  no matplotlib download either (built-in PNG writer)
-  --bin-dir DIR  use DIR/fulcrum and DIR/fulcrum-demo-backend instead of
-                 building them with 'cargo build --release --bins'
+  --bin-dir DIR  use DIR/fulcrum, DIR/fulcrum-demo-backend and (if built)
+                 DIR/examples/bare_pingora instead of building them with
+                 'cargo build --release --bins --example bare_pingora'
   --out DIR      write BENCHMARKS.md and ratios.png to DIR
                  (default: BENCHMARKS.md at the repo root, deploy/bench/ratios.png)
   --scenarios L  run only these scenarios (comma-separated; default: all)
@@ -82,8 +83,8 @@ command -v python3 >/dev/null || die "python3 is needed"
 PYTHON=$(python3 -c 'import sys; print(sys.executable)')
 
 if [ -z "$BIN_DIR" ]; then
-    log "cargo build --release --bins"
-    (cd "$REPO" && cargo build --release --bins --quiet)
+    log "cargo build --release --bins --example bare_pingora"
+    (cd "$REPO" && cargo build --release --bins --example bare_pingora --quiet)
     BIN_DIR=${CARGO_TARGET_DIR:-$REPO/target}/release
 fi
 if [ ! -x "$BIN_DIR/fulcrum" ] || [ ! -x "$BIN_DIR/fulcrum-demo-backend" ]; then
@@ -122,6 +123,12 @@ mkdir "$WORK/bin"
 cp "$BIN_DIR/fulcrum" "$BIN_DIR/fulcrum-demo-backend" "$WORK/bin/"
 FULCRUM=$WORK/bin/fulcrum
 BACKEND=$WORK/bin/fulcrum-demo-backend
+# The floor under fulcrum: Pingora alone (examples/bare_pingora.rs).
+BARE=""
+if [ -x "$BIN_DIR/examples/bare_pingora" ]; then
+    cp "$BIN_DIR/examples/bare_pingora" "$WORK/bin/"
+    BARE=$WORK/bin/bare_pingora
+fi
 PIDS=()
 
 declare -A STOP_SIGNAL # pid -> signal that stops it promptly (default TERM)
@@ -352,7 +359,8 @@ haproxy_conf() {
 }
 
 # proxy KIND NAME CPU THREADS ACCESS_LOG SELECTION SERVERS...: starts a
-# contender (fulcrum | nginx | haproxy) on a new port; sets PORT and PID.
+# contender (fulcrum | pingora | nginx | haproxy) on a new port; sets PORT
+# and PID.
 proxy() {
     local kind=$1 name=$2 cpu=$3 threads=$4 alog=$5 sel=$6 dir
     shift 6
@@ -365,6 +373,10 @@ proxy() {
         fulcrum_conf "$dir" "$PORT" "$threads" "$alog" "$sel" "$@"
         start "$name" "$cpu" "$FULCRUM" -c "$dir/fulcrum.yaml"
         STOP_SIGNAL[$PID]=INT # SIGTERM would wait out Pingora's grace period
+        ;;
+    pingora) # its two upstreams: small=ADDR big=ADDR
+        start "$name" "$cpu" "$BARE" "127.0.0.1:$PORT" "${1#small=}" "${2#big=}" "$threads"
+        STOP_SIGNAL[$PID]=INT
         ;;
     nginx)
         nginx_conf "$dir" "$PORT" "$threads" "$@"
@@ -405,6 +417,7 @@ start_contender() {
     direct) PORT=$SMALL_PORT PID=$SMALL_PID ;;
     fulcrum) proxy fulcrum "$scn-$who" "$PROXY_CPU" 1 off least_conn "${UPSTREAMS[@]}" ;;
     fulcrum-log) proxy fulcrum "$scn-$who" "$PROXY_CPU" 1 file least_conn "${UPSTREAMS[@]}" ;;
+    pingora) proxy pingora "$scn-$who" "$PROXY_CPU" 1 - - "${UPSTREAMS[@]}" ;;
     nginx | haproxy) proxy "$who" "$scn-$who" "$PROXY_CPU" 1 - - "${UPSTREAMS[@]}" ;;
     esac
 }
@@ -417,6 +430,10 @@ scenario() {
     for who in "$@"; do
         # BENCH_CONTENDERS (e.g. "fulcrum nginx") narrows a run for experiments.
         [[ " ${BENCH_CONTENDERS:-$who} " == *" $who "* ]] || continue
+        if [ "$who" = pingora ] && [ -z "$BARE" ]; then
+            log "  no $BIN_DIR/examples/bare_pingora (cargo build --release --example bare_pingora): its row is left out"
+            continue
+        fi
         start_contender "$scn" "$who"
         if [ "$who" = direct ] && [ "$path" = /big ]; then PORT=$BIG_PORT PID=$BIG_PID; fi
         load "$scn" "$who" "$PID" "http://127.0.0.1:$PORT$path"
@@ -486,13 +503,13 @@ skew_scenario() {
     MEASURE_OPTS=()
 }
 
-if wanted a; then scenario a / direct fulcrum fulcrum-log nginx haproxy; fi
+if wanted a; then scenario a / direct fulcrum fulcrum-log pingora nginx haproxy; fi
 if wanted b; then
     WRK_OPTS=(-H "Connection: close")
-    scenario b / direct fulcrum nginx haproxy
+    scenario b / direct fulcrum pingora nginx haproxy
     WRK_OPTS=()
 fi
-if wanted c; then scenario c /big direct fulcrum nginx haproxy; fi
+if wanted c; then scenario c /big direct fulcrum pingora nginx haproxy; fi
 if wanted d; then
     SCRIPT_ARGS=("$RATE") # paced: wrk_report.lua's fixed schedule
     scenario d / direct fulcrum nginx haproxy

@@ -145,7 +145,7 @@ pub fn format_combined(r: &Record, line: &mut String) {
         list(&|a| a.status.to_string()),
         list(&|a| format!("{:.3}", a.time.as_secs_f64())),
         r.total.as_secs_f64(),
-        if r.request_id.is_empty() { "-" } else { &r.request_id },
+        r.request_id().unwrap_or("-"),
     );
 }
 
@@ -180,7 +180,7 @@ pub fn format_json(r: &Record, line: &mut String) {
         "pool": r.pool.as_deref(),
         "upstreams": upstreams,
         "request_time": secs(r.total),
-        "request_id": (!r.request_id.is_empty()).then_some(r.request_id.as_str()),
+        "request_id": r.request_id(),
     });
     line.push_str(&doc.to_string());
     line.push('\n');
@@ -218,7 +218,7 @@ pub(super) mod tests {
                 },
             ],
             total: Duration::from_millis(4),
-            request_id: "abc".into(),
+            request_id: http::HeaderValue::from_static("abc"),
         }
     }
 
