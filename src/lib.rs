@@ -10,6 +10,8 @@
 //! - `runtime`: the swappable running configuration
 //! - `reload`: SIGHUP re-reads the config and swaps the runtime
 //! - `drain`: letting clients go when the process is upgraded or stopped
+//! - `listener`: the listening sockets, accept loops and client sockets
+//! - `client_conn`: per-connection limits and the keepalive loop
 //! - `service`: assembling and running the Pingora server
 
 pub mod access_log;
@@ -19,6 +21,7 @@ pub mod config;
 pub mod drain;
 pub mod health_check;
 pub mod limits;
+pub mod listener;
 pub mod local_response;
 pub mod pool;
 pub mod privileges;

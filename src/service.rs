@@ -11,6 +11,7 @@ use crate::client_conn::ClientLimits;
 use crate::config::{Config, Loaded};
 use crate::drain::{LingeringCleanup, SignalWatch};
 use crate::health_check::HealthChecker;
+use crate::listener::Listeners;
 use crate::privileges;
 use crate::proxy::Fulcrum;
 use crate::reload::{self, Fixed, Reloader};
@@ -20,8 +21,6 @@ use arc_swap::ArcSwap;
 use pingora::server::configuration::Opt;
 use pingora::server::{RunArgs, Server};
 use pingora::services::background::background_service;
-use pingora::services::listening::Service;
-use pingora_core::listeners::{L4BufferSettings, ListenerConfig};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
@@ -89,23 +88,16 @@ pub fn run(args: &Args, loaded: Loaded) -> Result<(), String> {
             access_log.clone(),
         ),
     );
-    let mut service = Service::new(
-        "fulcrum proxy".to_string(),
+    // Our own accept loops instead of Pingora's listening service: a
+    // lighter task and socket per connection (listener.rs).
+    let service = Listeners::new(
+        "fulcrum proxy",
+        &listen,
         LingeringCleanup::new(CountConnections::new(
             ClientLimits::new(proxy, Arc::clone(&runtime), Arc::clone(&counters)),
             counters,
         )),
     );
-    for addr in &listen {
-        // Pingora gives every client connection a 64 KiB read buffer, zero-filled
-        // and so resident: ~35 KB per idle keepalive connection. The HTTP/1 parser
-        // reads request headers into its own buffer anyway, so do without it.
-        // The write buffer (1.5 KB for the connection's life) is replaced by
-        // client_conn's, which exists only while a response is written.
-        service.add_listener(
-            ListenerConfig::tcp(addr.to_string()).l4_buffer(L4BufferSettings::new(0, 0)),
-        );
-    }
     pingora_server.add_service(service);
     pingora_server.add_service(background_service(
         "health checks",

@@ -164,3 +164,50 @@ fn an_unknown_user_or_group_is_an_error_naming_the_field() {
     let (ok, text) = check("listen: [\"127.0.0.1:1\"]\nuser: root\ngroup: root\n", &[]);
     assert!(ok, "{text}");
 }
+
+#[test]
+fn a_listen_address_in_use_stops_the_process_with_an_error_naming_it() {
+    // Held by another socket (no SO_REUSEADDR listener can share it).
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let dir = TempDir::new("in-use");
+    let conf = dir.path("c.yaml");
+    std::fs::write(
+        &conf,
+        format!(
+            "version: 1\npid_file: {}\nupgrade_sock: {}\nlisten: [\"{addr}\"]\n",
+            dir.path("fulcrum.pid").display(),
+            dir.path("upgrade.sock").display()
+        ),
+    )
+    .unwrap();
+    let log = dir.path("fulcrum.log");
+    let out = std::fs::File::create(&log).unwrap();
+    let mut child = Command::new(FULCRUM)
+        .arg("-c")
+        .arg(&conf)
+        .stdout(std::process::Stdio::from(out.try_clone().unwrap()))
+        .stderr(std::process::Stdio::from(out))
+        .spawn()
+        .unwrap();
+    // Five tries half a second apart, as nginx; then the process exits.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break Some(s);
+        }
+        if std::time::Instant::now() > deadline {
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    stop_child(&mut child, std::time::Duration::from_secs(1));
+    let text = std::fs::read_to_string(&log).unwrap();
+    let status = status.unwrap_or_else(|| panic!("still running with {addr} taken:\n{text}"));
+    assert_eq!(status.code(), Some(1), "{text}");
+    assert!(
+        text.contains(&format!("listen {addr}: Address already in use")),
+        "{text}"
+    );
+    drop(taken);
+}

@@ -1,0 +1,301 @@
+//! The listening sockets and their accept loops, in place of Pingora's
+//! listening service (`pingora_core::services::listening::Service`).
+//!
+//! Pingora runs each client connection as a task whose future is sized for
+//! a TLS handshake (~1.9 KB, kept for the connection's whole life, TLS or
+//! not), and wraps the socket in its L4 stream (~0.4 KB, plus a timing
+//! digest allocated per request). fulcrum listens on plain TCP only, so here
+//! a connection's task holds the app's future and a [`ClientSocket`]: about
+//! 2 KB less per idle keepalive connection (deploy/bench, scenario e).
+//!
+//! The sockets are shared with Pingora's upgrade machinery as its own
+//! listeners do: taken by address from the table of inherited descriptors
+//! (an old process's, or the ones bound as root before dropping
+//! privileges), else bound here and added to that table, so that the next
+//! process gets them on `SIGQUIT`.
+
+use async_trait::async_trait;
+use pingora::apps::ServerApp;
+use pingora::protocols::l4::socket::SocketAddr as PingoraAddr;
+use pingora::protocols::Stream;
+use pingora::server::{ListenFds, ShutdownWatch};
+use pingora::services::Service;
+use pingora_core::protocols::{
+    raw_connect::ProxyDigest, GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown,
+    SocketDigest, Ssl, TimingDigest, UniqueID, UniqueIDType,
+};
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+
+/// Pending connections per listening socket (Pingora's `LISTENER_BACKLOG`;
+/// the kernel caps it at `net.core.somaxconn`).
+const BACKLOG: u32 = 65535;
+/// Binding an address in use is retried this many times, this far apart,
+/// as nginx does (5 × 500 ms), before the process gives up.
+const BIND_TRIES: u32 = 5;
+const BIND_RETRY: Duration = Duration::from_millis(500);
+
+/// The service that accepts client connections on every `listen` address
+/// and hands each to the app.
+pub struct Listeners<A> {
+    name: String,
+    addrs: Vec<String>,
+    app: Option<A>,
+}
+
+impl<A> Listeners<A> {
+    /// `app` serves the connections accepted on `addrs`.
+    pub fn new(name: &str, addrs: &[SocketAddr], app: A) -> Self {
+        Listeners {
+            name: name.to_string(),
+            // The key of each socket in the inherited table (as Pingora's).
+            addrs: addrs.iter().map(|a| a.to_string()).collect(),
+            app: Some(app),
+        }
+    }
+}
+
+#[async_trait]
+impl<A: ServerApp + Send + Sync + 'static> Service for Listeners<A> {
+    async fn start_service(
+        &mut self,
+        fds: Option<ListenFds>,
+        shutdown: ShutdownWatch,
+        listeners_per_fd: usize,
+    ) {
+        let app = Arc::new(self.app.take().expect("start_service runs once"));
+        let mut loops = Vec::new();
+        for addr in &self.addrs {
+            let listener = match listen(addr, fds.as_ref()).await {
+                Ok(l) => Arc::new(l),
+                Err(e) => {
+                    // Nobody would serve this address: stop, as nginx does.
+                    log::error!("listen {addr}: {e}");
+                    std::process::exit(1);
+                }
+            };
+            for _ in 0..listeners_per_fd.max(1) {
+                let (listener, app) = (Arc::clone(&listener), Arc::clone(&app));
+                let (addr, shutdown) = (addr.clone(), shutdown.clone());
+                loops.push(tokio::spawn(accept_loop(listener, addr, app, shutdown)));
+            }
+        }
+        for l in loops {
+            let _ = l.await;
+        }
+        // The listeners are closed: the app lets its waiting connections go.
+        app.cleanup().await;
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn listen_addresses(&self) -> Option<Vec<String>> {
+        Some(self.addrs.clone())
+    }
+}
+
+/// The listening socket for `addr`: the inherited one if the table has it,
+/// else a new one, added to the table.
+async fn listen(addr: &str, fds: Option<&ListenFds>) -> io::Result<TcpListener> {
+    let inherited = fds.and_then(|t| t.lock().get(addr).copied());
+    let listener = match inherited {
+        Some(fd) => {
+            // SAFETY: the table holds each listening descriptor once, by
+            // address, and this service is the only one listening on it.
+            let l = unsafe { std::net::TcpListener::from_raw_fd(fd) };
+            // Bound elsewhere (std's backlog is 128): raise it as Pingora does.
+            if unsafe { libc::listen(l.as_raw_fd(), BACKLOG as i32) } != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            l.set_nonblocking(true)?;
+            TcpListener::from_std(l)?
+        }
+        None => {
+            let l = bind(addr).await?;
+            if let Some(t) = fds {
+                t.lock().add(addr.to_string(), l.as_raw_fd());
+            }
+            l
+        }
+    };
+    log::info!("listening on {addr}");
+    Ok(listener)
+}
+
+/// Binds `addr` with `SO_REUSEADDR` (a restarted process must not wait out
+/// the old one's TIME_WAIT connections), retrying while it is in use.
+async fn bind(addr: &str) -> io::Result<TcpListener> {
+    let sock_addr: SocketAddr = addr
+        .parse()
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("{e}")))?;
+    let mut tries = 0;
+    loop {
+        let socket = match sock_addr {
+            SocketAddr::V4(_) => TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => TcpSocket::new_v6()?,
+        };
+        socket.set_reuseaddr(true)?;
+        match socket.bind(sock_addr) {
+            Ok(()) => return socket.listen(BACKLOG),
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse && tries + 1 < BIND_TRIES => {
+                tries += 1;
+                log::warn!("listen {addr}: {e}; trying again");
+                tokio::time::sleep(BIND_RETRY).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Accepts connections until the process shuts down.
+async fn accept_loop<A: ServerApp + Send + Sync + 'static>(
+    listener: Arc<TcpListener>,
+    addr: String,
+    app: Arc<A>,
+    mut shutdown: ShutdownWatch,
+) {
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            changed = shutdown.changed() => match changed {
+                Ok(()) if !*shutdown.borrow() => continue,
+                _ => break,
+            },
+        };
+        match accepted {
+            Ok((tcp, peer)) => {
+                // As Pingora: responses are written whole, Nagle only delays them.
+                if let Err(e) = tcp.set_nodelay(true) {
+                    log::debug!("client connection from {peer}: TCP_NODELAY: {e}");
+                }
+                let stream: Stream = Box::new(ClientSocket::new(tcp, peer));
+                let (app, shutdown) = (Arc::clone(&app), shutdown.clone());
+                tokio::spawn(async move {
+                    let mut next = Some(stream);
+                    while let Some(stream) = next {
+                        next = app.process_new(stream, &shutdown).await;
+                    }
+                });
+            }
+            Err(e) => {
+                log::error!("accept on {addr}: {e}");
+                // Out of descriptors: retrying at once would only spin.
+                if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+    log::info!("stopped accepting on {addr}");
+}
+
+/// An accepted client connection as Pingora's HTTP session reads it: the
+/// socket and the peer address (for `X-Forwarded-For`, the status allow
+/// list and the access log).
+#[derive(Debug)]
+pub struct ClientSocket {
+    tcp: TcpStream,
+    digest: Arc<SocketDigest>,
+}
+
+impl ClientSocket {
+    fn new(tcp: TcpStream, peer: SocketAddr) -> Self {
+        let digest = SocketDigest::from_raw_fd(tcp.as_raw_fd());
+        // A new OnceCell: setting it cannot fail.
+        let _ = digest.peer_addr.set(Some(PingoraAddr::Inet(peer)));
+        ClientSocket {
+            tcp,
+            digest: Arc::new(digest),
+        }
+    }
+}
+
+impl AsyncRead for ClientSocket {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().tcp).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for ClientSocket {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().tcp).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().tcp).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().tcp).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().tcp).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.tcp.is_write_vectored()
+    }
+}
+
+#[async_trait]
+impl Shutdown for ClientSocket {
+    async fn shutdown(&mut self) {
+        if let Err(e) = AsyncWriteExt::shutdown(&mut self.tcp).await {
+            log::debug!("client connection: shutdown: {e}");
+        }
+    }
+}
+
+impl UniqueID for ClientSocket {
+    fn id(&self) -> UniqueIDType {
+        self.tcp.as_raw_fd()
+    }
+}
+
+/// Plain TCP: no TLS.
+impl Ssl for ClientSocket {}
+
+impl GetTimingDigest for ClientSocket {
+    /// None: nothing reads it, and Pingora's stream allocates one per request.
+    fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
+        Vec::new()
+    }
+}
+
+impl GetProxyDigest for ClientSocket {
+    fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
+        None
+    }
+}
+
+impl GetSocketDigest for ClientSocket {
+    fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
+        Some(Arc::clone(&self.digest))
+    }
+}
+
+/// Nothing is peeked at: plain HTTP/1 only (no h2c preface check).
+#[async_trait]
+impl Peek for ClientSocket {}
