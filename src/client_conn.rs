@@ -314,6 +314,36 @@ impl OutBuf {
         Poll::Ready(Ok(len < OUT_CAP))
     }
 
+    /// Writes `buf`, too large to gather, behind what is gathered: both in
+    /// one vectored write (a response header and its large body go out in
+    /// one system call instead of two). Returns how much of `buf` went.
+    fn poll_write_behind(
+        &mut self,
+        inner: &mut Stream,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        while self.sent < self.buf.len() {
+            let pending = &self.buf[self.sent..];
+            let parts = [io::IoSlice::new(pending), io::IoSlice::new(buf)];
+            let n = ready!(Pin::new(&mut *inner).poll_write_vectored(cx, &parts))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            if n <= pending.len() {
+                self.sent += n;
+                continue;
+            }
+            let of_buf = n - pending.len();
+            self.buf.clear();
+            self.sent = 0;
+            return Poll::Ready(Ok(of_buf));
+        }
+        self.buf.clear();
+        self.sent = 0;
+        Pin::new(inner).poll_write(cx, buf)
+    }
+
     fn gather<'a>(&mut self, parts: impl IntoIterator<Item = &'a [u8]>) {
         if self.buf.capacity() == 0 {
             self.buf.reserve_exact(OUT_CAP);
@@ -488,6 +518,9 @@ impl AsyncWrite for HeaderDeadline {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        if buf.len() >= OUT_CAP {
+            return this.out.poll_write_behind(&mut this.inner, cx, buf);
+        }
         if !ready!(this.out.poll_room(&mut this.inner, cx, buf.len()))? {
             return Pin::new(&mut this.inner).poll_write(cx, buf);
         }
