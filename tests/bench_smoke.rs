@@ -147,7 +147,16 @@ fn quick_run_reports_every_contender() {
                 "HAProxy",
             ],
         ),
-        ("d)", &["direct to backend", "fulcrum", "nginx", "HAProxy"]),
+        (
+            "d)",
+            &[
+                "direct to backend",
+                "fulcrum",
+                "bare Pingora",
+                "nginx",
+                "HAProxy",
+            ],
+        ),
     ] {
         for label in labels {
             assert_numeric(&md, section, label, 6);

@@ -35,7 +35,9 @@ SCENARIOS = {
           "65,536-byte responses, 50 keepalive client connections."),
     "d": ("d) Fixed offered rate (latency at equal load)",
           "{rate} requests/s offered over 50 keepalive connections, well below "
-          "every contender's saturation: wrk paced by wrk_report.lua (see README)."),
+          "every contender's saturation: wrk paced by wrk_report.lua (see README). "
+          "Each contender ran {rounds} time(s), interleaved (all once, then again); its row is "
+          "the run with the median p99, and the p99 cell lists every run's in run order."),
 }
 
 
@@ -89,9 +91,28 @@ def table(head, rows):
     return "\n".join(lines)
 
 
+def median_runs(rows):
+    """Repeated runs of a contender in a scenario (d) become one row: the run
+    with the median p99 (the lower one of two middles), with every run's p99
+    in p99_runs, in run order."""
+    groups = {}
+    for r in rows:
+        groups.setdefault((r["scenario"], r["contender"]), []).append(r)
+    out = []
+    for runs in groups.values():
+        if len(runs) == 1:
+            out.append(runs[0])
+            continue
+        measured = sorted((r for r in runs if r.get("p99_ms") is not None), key=lambda r: r["p99_ms"])
+        row = dict(measured[(len(measured) - 1) // 2] if measured else runs[0])
+        row["p99_runs"] = [r.get("p99_ms") for r in runs]
+        out.append(row)
+    return out
+
+
 class Results:
     def __init__(self, path):
-        self.rows = [json.loads(l) for l in open(path) if l.strip()]
+        self.rows = median_runs([json.loads(l) for l in open(path) if l.strip()])
 
     def get(self, scn, who):
         return next((r for r in self.rows if r["scenario"] == scn and r["contender"] == who), None)
@@ -106,6 +127,12 @@ class Results:
         return ratio(r.get(key), b.get(key))
 
 
+def p99_cell(r):
+    runs = r.get("p99_runs")
+    text = fmt(r["p99_ms"], 3)
+    return text + f" ({' / '.join(fmt(v, 3) for v in runs)})" if runs else text
+
+
 def load_table(res, scn):
     base = res.get(scn, "nginx") or {}
     rows = []
@@ -113,7 +140,7 @@ def load_table(res, scn):
         direct = r["contender"] == "direct"
         rows.append([
             LABELS.get(r["contender"], r["contender"]),
-            fmt(r["rps"]), fmt(r["p50_ms"], 3), fmt(r["p99_ms"], 3), fmt(r["p999_ms"], 3),
+            fmt(r["rps"]), fmt(r["p50_ms"], 3), p99_cell(r), fmt(r["p999_ms"], 3),
             fmt(r["cpu_ms_per_1k"], 1) + (" (backend)" if direct else ""),
             fmt(r.get("sys_ms_per_1k"), 1),
             fmt(r["peak_rss_kb"] / 1024, 1),
@@ -358,7 +385,7 @@ def main():
         "",
     ]
     for scn, (head, text) in SCENARIOS.items():
-        out += [f"## {head}", "", text.format(rate=settings.get("rate", "?")), "", load_table(res, scn), ""]
+        out += [f"## {head}", "", text.format(rate=settings.get("rate", "?"), rounds=settings.get("rounds_of_d", "1")), "", load_table(res, scn), ""]
     out += [
         "## e) Idle keepalive connections",
         "",

@@ -52,9 +52,11 @@ log() { echo "bench: [${SECONDS}s] $*" >&2; }
 die() { log "error: $*"; exit 1; }
 
 if [ "$QUICK" = 1 ]; then
-    DUR=1 WARM=0 IDLE_CONNS=500 HOLD=1 RATE=2000
+    DUR=1 WARM=0 IDLE_CONNS=500 HOLD=1 RATE=2000 ROUNDS_D=1
 else
-    DUR=10 WARM=2 IDLE_CONNS=10000 HOLD=3 RATE=5000
+    # d's p99 moves by 2x from run to run: the report takes the median of
+    # ROUNDS_D interleaved runs per contender.
+    DUR=10 WARM=2 IDLE_CONNS=10000 HOLD=3 RATE=5000 ROUNDS_D=3
 fi
 CONNS=50 # client connections for every wrk run
 
@@ -396,7 +398,7 @@ proxy() {
 if [ -n "$LOAD_CPU" ]; then WRK=(taskset -c "$LOAD_CPU" wrk); else WRK=(wrk); fi
 # Per scenario: extra wrk options, arguments of wrk_report.lua (a rate), and
 # extra measure.py options (backends to count on).
-WRK_OPTS=() SCRIPT_ARGS=() MEASURE_OPTS=()
+WRK_OPTS=() SCRIPT_ARGS=() MEASURE_OPTS=() MEASURE_ROUND=()
 
 # load SCENARIO CONTENDER PID URL: a warm-up run, then the measured one
 # (a JSON line in $RESULTS, a summary on stderr).
@@ -405,7 +407,7 @@ load() {
     common=(-t1 -c"$CONNS" "${WRK_OPTS[@]}" -s "$HERE/wrk_report.lua" "$url" -- "${SCRIPT_ARGS[@]}")
     [ "$WARM" = 0 ] || "${WRK[@]}" -d"${WARM}s" "${common[@]}" >/dev/null
     "$PYTHON" "$HERE/measure.py" --pid "$pid" --out "$RESULTS" \
-        --set scenario="$scn" --set contender="$who" "${MEASURE_OPTS[@]}" -- \
+        --set scenario="$scn" --set contender="$who" "${MEASURE_OPTS[@]}" "${MEASURE_ROUND[@]}" -- \
         "${WRK[@]}" -d"${DUR}s" "${common[@]}"
 }
 
@@ -422,23 +424,29 @@ start_contender() {
     esac
 }
 
-# scenario SCENARIO PATH CONTENDERS...: one measured run per contender.
+# scenario SCENARIO PATH CONTENDERS...: one measured run per contender, or
+# ROUNDS of them, interleaved (every contender once, then again), so that a
+# slow spell of the machine does not fall on one contender only.
 scenario() {
-    local scn=$1 path=$2 who
+    local scn=$1 path=$2 who round
     shift 2
-    log "scenario $scn (${DUR}s per run)"
-    for who in "$@"; do
-        # BENCH_CONTENDERS (e.g. "fulcrum nginx") narrows a run for experiments.
-        [[ " ${BENCH_CONTENDERS:-$who} " == *" $who "* ]] || continue
-        if [ "$who" = pingora ] && [ -z "$BARE" ]; then
-            log "  no $BIN_DIR/examples/bare_pingora (cargo build --release --example bare_pingora): its row is left out"
-            continue
-        fi
-        start_contender "$scn" "$who"
-        if [ "$who" = direct ] && [ "$path" = /big ]; then PORT=$BIG_PORT PID=$BIG_PID; fi
-        load "$scn" "$who" "$PID" "http://127.0.0.1:$PORT$path"
-        [ "$who" = direct ] || stop "$PID"
+    log "scenario $scn (${DUR}s per run, ${ROUNDS:-1} round(s))"
+    for round in $(seq "${ROUNDS:-1}"); do
+        MEASURE_ROUND=(--set round="$round")
+        for who in "$@"; do
+            # BENCH_CONTENDERS (e.g. "fulcrum nginx") narrows a run for experiments.
+            [[ " ${BENCH_CONTENDERS:-$who} " == *" $who "* ]] || continue
+            if [ "$who" = pingora ] && [ -z "$BARE" ]; then
+                log "  no $BIN_DIR/examples/bare_pingora (cargo build --release --example bare_pingora): its row is left out"
+                continue
+            fi
+            start_contender "$scn" "$who"
+            if [ "$who" = direct ] && [ "$path" = /big ]; then PORT=$BIG_PORT PID=$BIG_PID; fi
+            load "$scn" "$who" "$PID" "http://127.0.0.1:$PORT$path"
+            [ "$who" = direct ] || stop "$PID"
+        done
     done
+    MEASURE_ROUND=()
 }
 
 log "work directory $WORK"
@@ -512,7 +520,7 @@ fi
 if wanted c; then scenario c /big direct fulcrum pingora nginx haproxy; fi
 if wanted d; then
     SCRIPT_ARGS=("$RATE") # paced: wrk_report.lua's fixed schedule
-    scenario d / direct fulcrum nginx haproxy
+    ROUNDS=$ROUNDS_D scenario d / direct fulcrum pingora nginx haproxy
     SCRIPT_ARGS=()
 fi
 if wanted e; then idle_scenario; fi
@@ -545,5 +553,5 @@ if [ "$INSTALL" = 1 ] && [ "$QUICK" = 0 ]; then
 fi
 "$PY" "$HERE/report.py" --results "$RESULTS" --md "$MD" --png "$PNG" --png-ref "$PNG_REF" \
     --command "$COMMAND" --repo "$REPO" --fulcrum "$FULCRUM" \
-    --settings "duration=${DUR}s warmup=${WARM}s connections=$CONNS rate=$RATE idle=$IDLE_CONNS proxy_cpu=${PROXY_CPU:-any} load_cpu=${LOAD_CPU:-any} binaries=$BIN_DIR load_average_at_start=$LOAD_START"
+    --settings "duration=${DUR}s warmup=${WARM}s rounds_of_d=$ROUNDS_D connections=$CONNS rate=$RATE idle=$IDLE_CONNS proxy_cpu=${PROXY_CPU:-any} load_cpu=${LOAD_CPU:-any} binaries=$BIN_DIR load_average_at_start=$LOAD_START"
 log "wrote $MD and $PNG"
