@@ -52,7 +52,7 @@ fn main() -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    fulcrum::logging::init();
     // SIGHUP re-reads the file, and a daemon runs in `/`.
     if let Ok(abs) = std::path::absolute(&args.config) {
         args.config = abs;
