@@ -23,6 +23,20 @@ fn scrape(f: &Fulcrum) -> Exposition {
     prom::parse(&r.body).unwrap_or_else(|e| panic!("invalid exposition: {e}\n{}", r.body))
 }
 
+/// The exposition once `settled` holds (waiting at most 5 s): a request is
+/// counted at its end (log phase), a moment after its last byte left, and
+/// possibly on the other worker thread than the scrape's.
+fn scrape_when(f: &Fulcrum, settled: impl Fn(&Exposition) -> bool) -> Exposition {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let m = scrape(f);
+        if settled(&m) || std::time::Instant::now() > deadline {
+            return m;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// A loopback address where nothing listens (connect is refused).
 fn dead_addr() -> SocketAddr {
     format!("127.0.0.1:{}", free_port()).parse().unwrap()
@@ -197,7 +211,19 @@ fn counters_move_with_requests_failures_and_retries() {
         let r = f.get(&format!("/api/ok/{i}"));
         assert_eq!(r.status, 200, "{}", r.body);
     }
-    let m = scrape(f);
+    let answered = |m: &Exposition| {
+        ["2xx", "5xx"]
+            .iter()
+            .map(|&code| {
+                delta(
+                    m,
+                    "fulcrum_route_responses_total",
+                    &[route[0], route[1], ("code", code)],
+                )
+            })
+            .sum::<f64>()
+    };
+    let m = scrape_when(f, |m| answered(m) >= 10.0);
     let refused = delta(
         &m,
         "fulcrum_upstream_failures_total",
@@ -262,7 +288,7 @@ fn counters_move_with_requests_failures_and_retries() {
     assert!(matches!(r.status, 502 | 504), "{} {}", r.status, r.body);
     let r = f.get("/api/err?status=503");
     assert!(matches!(r.status, 502 | 503), "{} {}", r.status, r.body);
-    let m2 = scrape(f);
+    let m2 = scrape_when(f, |m| answered(m) >= 12.0);
     assert_eq!(
         delta(
             &m2,
@@ -327,7 +353,7 @@ fn gauges_follow_in_flight_health_and_reload() {
         "in-flight and awaiting-header gauges never showed the slow request"
     );
     assert_eq!(slow.join().unwrap().status, 200);
-    let m = scrape(f);
+    let m = scrape_when(f, |m| m.value("fulcrum_upstream_in_flight", &other) == 0.0);
     assert_eq!(m.value("fulcrum_upstream_in_flight", &other), 0.0);
     assert_eq!(m.value("fulcrum_upstream_awaiting_header", &other), 0.0);
 
