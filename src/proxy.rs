@@ -157,27 +157,21 @@ fn ip_header_value(ip: IpAddr) -> HeaderValue {
     let IpAddr::V4(v4) = ip else {
         return HeaderValue::try_from(ip.to_string()).expect("an IP is a valid value");
     };
-    let mut text = [0u8; 15];
-    let mut n = 0;
+    let mut text = Vec::with_capacity(15);
     for (i, octet) in v4.octets().into_iter().enumerate() {
         if i > 0 {
-            text[n] = b'.';
-            n += 1;
+            text.push(b'.');
         }
-        let digits = [octet / 100, octet / 10 % 10, octet % 10];
-        let skip = if octet >= 100 {
-            0
-        } else if octet >= 10 {
-            1
-        } else {
-            2
-        };
-        for d in &digits[skip..] {
-            text[n] = b'0' + d;
-            n += 1;
+        if octet >= 100 {
+            text.push(b'0' + octet / 100);
         }
+        if octet >= 10 {
+            text.push(b'0' + octet / 10 % 10);
+        }
+        text.push(b'0' + octet % 10);
     }
-    HeaderValue::from_bytes(&text[..n]).expect("digits and dots are a valid value")
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(text))
+        .expect("digits and dots are a valid value")
 }
 
 /// A client-sent request id is kept only if short and of safe characters.

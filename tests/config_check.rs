@@ -182,25 +182,20 @@ fn a_listen_address_in_use_stops_the_process_with_an_error_naming_it() {
     )
     .unwrap();
     let log = dir.path("fulcrum.log");
-    let out = std::fs::File::create(&log).unwrap();
+    let (out, err) = common::lifecycle::to_log(&log);
     let mut child = Command::new(FULCRUM)
         .arg("-c")
         .arg(&conf)
-        .stdout(std::process::Stdio::from(out.try_clone().unwrap()))
-        .stderr(std::process::Stdio::from(out))
+        .stdout(out)
+        .stderr(err)
         .spawn()
         .unwrap();
     // Five tries half a second apart, as nginx; then the process exits.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break Some(s);
-        }
-        if std::time::Instant::now() > deadline {
-            break None;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    };
+    let mut status = None;
+    wait_until(std::time::Duration::from_secs(15), || {
+        status = child.try_wait().unwrap();
+        status.is_some()
+    });
     stop_child(&mut child, std::time::Duration::from_secs(1));
     let text = std::fs::read_to_string(&log).unwrap();
     let status = status.unwrap_or_else(|| panic!("still running with {addr} taken:\n{text}"));

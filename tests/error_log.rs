@@ -13,21 +13,7 @@ fn keepalive_clients_on_two_threads_log_no_errors() {
         "access_log: off\n{}",
         one_pool("svc", "/api", &[b.addr("a")], "")
     ));
-    let addr = f.addr;
-    let clients: Vec<_> = (0..4)
-        .map(|c| {
-            std::thread::spawn(move || {
-                let mut client = KeepAlive::connect(addr).unwrap();
-                for i in 0..1000 {
-                    let r = client.get(&format!("/api/{c}/{i}")).unwrap();
-                    assert_eq!(r.status, 200, "{}", r.body);
-                }
-            })
-        })
-        .collect();
-    for c in clients {
-        c.join().unwrap();
-    }
+    keepalive_load(f.addr, "/api", 4, 1000);
     let log = f.log_text();
     let errors: Vec<&str> = log.lines().filter(|l| l.contains(" ERROR ")).collect();
     assert!(

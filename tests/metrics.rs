@@ -27,14 +27,12 @@ fn scrape(f: &Fulcrum) -> Exposition {
 /// counted at its end (log phase), a moment after its last byte left, and
 /// possibly on the other worker thread than the scrape's.
 fn scrape_when(f: &Fulcrum, settled: impl Fn(&Exposition) -> bool) -> Exposition {
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let m = scrape(f);
-        if settled(&m) || std::time::Instant::now() > deadline {
-            return m;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut m = scrape(f);
+    wait_until(Duration::from_secs(5), || {
+        m = scrape(f);
+        settled(&m)
+    });
+    m
 }
 
 /// A loopback address where nothing listens (connect is refused).

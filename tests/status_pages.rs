@@ -121,11 +121,14 @@ fn stub_status_counts_connections_reading_a_header_and_idle_ones() {
     let _silent = common::raw::connect(f.addr, std::time::Duration::from_secs(10));
     half.write_all(b"GET /api/x HTTP/1.1\r\nHost: a\r\n")
         .unwrap();
-    assert!(
+    let settles_to = |expected: (u64, u64, u64)| {
         wait_until(std::time::Duration::from_secs(5), || {
             let (r, w, idle, _) = counts();
-            (r, w, idle) == (1, 1, 1)
-        }),
+            (r, w, idle) == expected
+        })
+    };
+    assert!(
+        settles_to((1, 1, 1)),
         "half a header: Reading 1, the silent connection Waiting: {}",
         counts().3
     );
@@ -135,12 +138,5 @@ fn stub_status_counts_connections_reading_a_header_and_idle_ones() {
     assert_eq!(r.status, 200);
     // The request is counted until its end (log phase), a moment after its
     // last byte left, possibly on another thread than the status request.
-    assert!(
-        wait_until(std::time::Duration::from_secs(5), || {
-            let (r, w, idle, _) = counts();
-            (r, w, idle) == (0, 1, 2)
-        }),
-        "answered, now idle: {}",
-        counts().3
-    );
+    assert!(settles_to((0, 1, 2)), "answered, now idle: {}", counts().3);
 }

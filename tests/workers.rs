@@ -35,23 +35,9 @@ fn two_worker_threads_both_serve_connections() {
         "access_log: off\n{}",
         one_pool("svc", "/api", &[b.addr("a")], "")
     ));
-    let addr = f.addr;
     // 32 connections, each on a thread chosen at random: fewer than 6 on
     // one of them has odds of about 1 in 10,000.
-    let clients: Vec<_> = (0..32)
-        .map(|c| {
-            std::thread::spawn(move || {
-                let mut client = KeepAlive::connect(addr).unwrap();
-                for i in 0..100 {
-                    let r = client.get(&format!("/api/{c}/{i}")).unwrap();
-                    assert_eq!(r.status, 200, "{}", r.body);
-                }
-            })
-        })
-        .collect();
-    for c in clients {
-        c.join().unwrap();
-    }
+    keepalive_load(f.addr, "/api", 32, 100);
     let ticks = thread_ticks(f.child.id(), "fulcrum proxy");
     assert_eq!(
         ticks.len(),

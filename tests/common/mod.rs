@@ -487,6 +487,26 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// `clients` keepalive connections at once, each sending `requests` GETs
+/// of `prefix/<client>/<i>` and expecting 200 for every one.
+pub fn keepalive_load(addr: SocketAddr, prefix: &str, clients: usize, requests: usize) {
+    let threads: Vec<_> = (0..clients)
+        .map(|c| {
+            let prefix = prefix.to_string();
+            std::thread::spawn(move || {
+                let mut client = KeepAlive::connect(addr).unwrap();
+                for i in 0..requests {
+                    let r = client.get(&format!("{prefix}/{c}/{i}")).unwrap();
+                    assert_eq!(r.status, 200, "{}", r.body);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+}
+
 /// A pools+routes YAML fragment: one pool named `pool` over `servers`,
 /// routed at `prefix`, with `extra` pool-level lines (indented by 4).
 pub fn one_pool(pool: &str, prefix: &str, servers: &[SocketAddr], extra: &str) -> String {
