@@ -38,6 +38,7 @@
 
 use crate::runtime::SharedRuntime;
 use crate::status::Counters;
+use crate::workers::PerWorker;
 use async_trait::async_trait;
 use bytes::BytesMut;
 use pingora::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
@@ -69,10 +70,10 @@ const FIRST_READ: usize = 4096;
 /// this size and sent in one write: Pingora's default (about one segment).
 const OUT_CAP: usize = pingora_core::listeners::DEFAULT_L4_WRITE_BUFFER_SIZE;
 
-/// Wraps the HTTP app: refuses connections above `limits.max_connections`
-/// and gives each accepted one a [`HeaderDeadline`].
+/// Wraps the HTTP app (one per worker thread): refuses connections above
+/// `limits.max_connections` and gives each accepted one a [`HeaderDeadline`].
 pub struct ClientLimits<A> {
-    inner: Arc<A>,
+    inner: PerWorker<A>,
     runtime: SharedRuntime,
     counters: Arc<Counters>,
     open: Arc<AtomicUsize>,
@@ -86,9 +87,9 @@ pub struct ClientLimits<A> {
 
 impl<A> ClientLimits<A> {
     /// Applies the limits of the current runtime (a reload changes them) to `inner`.
-    pub fn new(inner: A, runtime: SharedRuntime, counters: Arc<Counters>) -> Self {
+    pub fn new(inner: PerWorker<A>, runtime: SharedRuntime, counters: Arc<Counters>) -> Self {
         ClientLimits {
-            inner: Arc::new(inner),
+            inner,
             runtime,
             partial: counters.reading_count(),
             counters,
@@ -176,7 +177,9 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for ClientLimits<A> {
         // the wait for each request moved ahead of the session (module doc).
         while let Some(start) = self.next_request(&mut conn, first, closed.as_mut()).await {
             let session = new_session(conn, start, settings.take(), shutdown);
-            let Some(reused) = self.inner.process_new_http(session, shutdown).await else {
+            // This worker thread's proxy (the connection stays on the thread).
+            let app = self.inner.current();
+            let Some(reused) = app.process_new_http(session, shutdown).await else {
                 break;
             };
             let (stream, next_settings) = reused.consume();
@@ -206,7 +209,9 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for ClientLimits<A> {
         }
         self.closing.store(true, Relaxed);
         self.closed.notify_waiters();
-        self.inner.http_cleanup().await
+        for app in self.inner.all() {
+            app.http_cleanup().await;
+        }
     }
 }
 

@@ -34,3 +34,4 @@ pub mod runtime;
 pub mod service;
 pub mod status;
 pub mod upstream_tcp;
+pub mod workers;

@@ -14,6 +14,7 @@
 //! privileges), else bound here and added to that table, so that the next
 //! process gets them on `SIGQUIT`.
 
+use crate::workers::Workers;
 use async_trait::async_trait;
 use pingora::apps::ServerApp;
 use pingora::protocols::l4::socket::SocketAddr as PingoraAddr;
@@ -46,21 +47,26 @@ const BIND_RETRY: Duration = Duration::from_millis(500);
 const ANCHOR_PERIOD: Duration = Duration::from_secs(1);
 
 /// The service that accepts client connections on every `listen` address
-/// and hands each to the app.
+/// and hands each to the app on one of the worker threads.
 pub struct Listeners<A> {
     name: String,
     addrs: Vec<String>,
     app: Option<A>,
+    /// Worker threads of our own (src/workers.rs); 0: Pingora's
+    /// work-stealing runtime runs the connections.
+    workers: usize,
 }
 
 impl<A> Listeners<A> {
-    /// `app` serves the connections accepted on `addrs`.
-    pub fn new(name: &str, addrs: &[SocketAddr], app: A) -> Self {
+    /// `app` serves the connections accepted on `addrs`, on `workers`
+    /// threads of fulcrum's own, or on Pingora's work-stealing runtime if 0.
+    pub fn new(name: &str, addrs: &[SocketAddr], app: A, workers: usize) -> Self {
         Listeners {
             name: name.to_string(),
             // The key of each socket in the inherited table (as Pingora's).
             addrs: addrs.iter().map(|a| a.to_string()).collect(),
             app: Some(app),
+            workers,
         }
     }
 }
@@ -74,6 +80,13 @@ impl<A: ServerApp + Send + Sync + 'static> Service for Listeners<A> {
         listeners_per_fd: usize,
     ) {
         let app = Arc::new(self.app.take().expect("start_service runs once"));
+        let workers = match Workers::start(&self.name, self.workers) {
+            Ok(w) => Arc::new(w),
+            Err(e) => {
+                log::error!("cannot start worker threads: {e}");
+                std::process::exit(1);
+            }
+        };
         let mut loops = Vec::new();
         for addr in &self.addrs {
             let listener = match listen(addr, fds.as_ref()).await {
@@ -87,7 +100,10 @@ impl<A: ServerApp + Send + Sync + 'static> Service for Listeners<A> {
             for _ in 0..listeners_per_fd.max(1) {
                 let (listener, app) = (Arc::clone(&listener), Arc::clone(&app));
                 let (addr, shutdown) = (addr.clone(), shutdown.clone());
-                loops.push(tokio::spawn(accept_loop(listener, addr, app, shutdown)));
+                let workers = Arc::clone(&workers);
+                loops.push(tokio::spawn(accept_loop(
+                    listener, addr, app, workers, shutdown,
+                )));
             }
         }
         for l in loops {
@@ -95,6 +111,16 @@ impl<A: ServerApp + Send + Sync + 'static> Service for Listeners<A> {
         }
         // The listeners are closed: the app lets its waiting connections go.
         app.cleanup().await;
+        // The connections left run until Pingora stops this service's
+        // runtime after the grace period, dropping this future and with it
+        // the other worker threads.
+        std::future::pending::<()>().await;
+    }
+
+    /// One thread for the accept loops and worker 0; the other workers are
+    /// our own. Pingora's default (`threads`) for a work-stealing runtime.
+    fn threads(&self) -> Option<usize> {
+        (self.workers > 0).then_some(1)
     }
 
     fn name(&self) -> &str {
@@ -164,6 +190,7 @@ async fn accept_loop<A: ServerApp + Send + Sync + 'static>(
     listener: Arc<TcpListener>,
     addr: String,
     app: Arc<A>,
+    workers: Arc<Workers>,
     mut shutdown: ShutdownWatch,
 ) {
     loop {
@@ -182,8 +209,7 @@ async fn accept_loop<A: ServerApp + Send + Sync + 'static>(
                 }
                 let stream: Stream = Box::new(ClientSocket::new(tcp, peer));
                 let (app, shutdown) = (Arc::clone(&app), shutdown.clone());
-                // As Pingora: with work_stealing off, a random thread's runtime.
-                pingora_runtime::current_handle().spawn(async move {
+                workers.next().spawn(async move {
                     anchor_timers();
                     let mut next = Some(stream);
                     while let Some(stream) = next {

@@ -17,6 +17,7 @@ use crate::proxy::Fulcrum;
 use crate::reload::{self, Fixed, Reloader};
 use crate::runtime::{Runtime, SharedRuntime};
 use crate::status::{CountConnections, Counters, RateSampler};
+use crate::workers::PerWorker;
 use arc_swap::ArcSwap;
 use pingora::server::configuration::Opt;
 use pingora::server::{RunArgs, Server};
@@ -80,23 +81,30 @@ pub fn run(args: &Args, loaded: Loaded) -> Result<(), String> {
     }
 
     let counters = Arc::new(Counters::default());
-    let proxy = pingora::proxy::http_proxy(
-        &pingora_server.configuration,
-        Fulcrum::new(
-            Arc::clone(&runtime),
-            Arc::clone(&counters),
-            access_log.clone(),
-        ),
-    );
+    // One proxy, and so one upstream connection pool, per worker thread
+    // (workers.rs); a single one on Pingora's work-stealing runtime.
+    let conf = Arc::clone(&pingora_server.configuration);
+    let workers = if conf.work_stealing { 0 } else { conf.threads };
+    let proxies = PerWorker::new(workers, || {
+        pingora::proxy::http_proxy(
+            &conf,
+            Fulcrum::new(
+                Arc::clone(&runtime),
+                Arc::clone(&counters),
+                access_log.clone(),
+            ),
+        )
+    });
     // Our own accept loops instead of Pingora's listening service: a
     // lighter task and socket per connection (listener.rs).
     let service = Listeners::new(
         "fulcrum proxy",
         &listen,
         LingeringCleanup::new(CountConnections::new(
-            ClientLimits::new(proxy, Arc::clone(&runtime), Arc::clone(&counters)),
+            ClientLimits::new(proxies, Arc::clone(&runtime), Arc::clone(&counters)),
             counters,
         )),
+        workers,
     );
     pingora_server.add_service(service);
     pingora_server.add_service(background_service(

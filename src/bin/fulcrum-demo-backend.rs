@@ -32,7 +32,8 @@
 //! # Endpoints (per listener)
 //!
 //! * `GET /health`: 200 `ok`, or 503 `unhealthy` while health is failing.
-//! * `GET /__control/stats`: JSON counters and the last 1000 normal requests.
+//! * `GET /__control/stats`: JSON counters (requests, connections accepted, ...)
+//!   and the last 1000 normal requests.
 //! * `POST /__control/health?fail=1|0`: make health fail or pass.
 //! * `POST /__control/mode?delay_ms=N&drop_every=N&close_after_read=0|1&status=N`:
 //!   change the defaults for later requests.
@@ -267,6 +268,8 @@ struct Backend {
     requests: AtomicU64,
     health_requests: AtomicU64,
     in_flight: AtomicU64,
+    /// TCP connections accepted (a proxy's upstream connection reuse shows here).
+    connections: AtomicU64,
     health_failing: AtomicBool,
     delay_ms: AtomicU64,
     drop_every: AtomicU64,
@@ -284,6 +287,7 @@ impl Backend {
             requests: AtomicU64::new(0),
             health_requests: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
+            connections: AtomicU64::new(0),
             health_failing: AtomicBool::new(cfg.fail_health),
             delay_ms: AtomicU64::new(cfg.delay_ms),
             drop_every: AtomicU64::new(cfg.drop_every),
@@ -932,6 +936,7 @@ fn handle_control(backend: &Backend, method: &str, path: &str, query: &str) -> R
                     "requests": backend.requests.load(Ordering::SeqCst),
                     "health_requests": backend.health_requests.load(Ordering::SeqCst),
                     "in_flight": backend.in_flight.load(Ordering::SeqCst),
+                    "connections": backend.connections.load(Ordering::SeqCst),
                     "recent": recent,
                 }),
             )
@@ -1217,6 +1222,7 @@ async fn accept_loop(listener: TcpListener, backend: Arc<Backend>) {
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
+                backend.connections.fetch_add(1, Ordering::Relaxed);
                 // Small responses should not wait for Nagle.
                 let _ = stream.set_nodelay(true);
                 tokio::spawn(serve_connection(Arc::clone(&backend), stream));
@@ -1624,6 +1630,10 @@ mod tests {
         assert_eq!(stats["requests"], 2);
         assert_eq!(stats["health_requests"], 1);
         assert_eq!(stats["in_flight"], 0);
+        assert_eq!(
+            stats["connections"], 2,
+            "the pipelined exchange and this one"
+        );
         assert_eq!(stats["recent"][1]["uri"], "/y");
 
         let out = exchange(addr, b"GET / HTTP/1.1\r\nX: \x01\r\n\r\n").await;

@@ -154,10 +154,19 @@ impl Backends {
 
     /// The backend's own request counter (control requests excluded).
     pub fn requests(&self, name: &str) -> u64 {
+        self.counter(name, "requests")
+    }
+
+    /// The TCP connections the backend has accepted.
+    pub fn connections(&self, name: &str) -> u64 {
+        self.counter(name, "connections")
+    }
+
+    fn counter(&self, name: &str, field: &str) -> u64 {
         let s = self.stats(name);
-        s.split("\"requests\":")
+        s.split(&format!("\"{field}\":"))
             .nth(1)
-            .unwrap()
+            .unwrap_or_else(|| panic!("no {field} in {s}"))
             .trim_start()
             .split(|c: char| !c.is_ascii_digit())
             .next()
