@@ -9,9 +9,9 @@
 //! - `access_log`: one line per request, written off the request path
 //! - `runtime`: the swappable running configuration
 //! - `reload`: SIGHUP re-reads the config and swaps the runtime
-//! - `logging`: the error log (env_logger, one Pingora message demoted)
 //! - `drain`: letting clients go when the process is upgraded or stopped
 //! - `listener`: the listening sockets, accept loops and client sockets
+//! - `workers`: worker threads, each with its own runtime and proxy
 //! - `client_conn`: per-connection limits and the keepalive loop
 //! - `service`: assembling and running the Pingora server
 
@@ -24,7 +24,6 @@ pub mod health_check;
 pub mod limits;
 pub mod listener;
 pub mod local_response;
-pub mod logging;
 pub mod pool;
 pub mod privileges;
 pub mod proxy;

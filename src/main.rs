@@ -52,7 +52,7 @@ fn main() -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
-    fulcrum::logging::init();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     // SIGHUP re-reads the file, and a daemon runs in `/`.
     if let Ok(abs) = std::path::absolute(&args.config) {
         args.config = abs;

@@ -1,5 +1,4 @@
-//! The error log under normal traffic holds no error lines (Pingora's
-//! harmless "failed to acquire reusable stream" is demoted; src/logging.rs).
+//! The error log under normal traffic holds no error lines.
 
 mod common;
 use common::*;
@@ -7,8 +6,9 @@ use common::*;
 #[test]
 fn keepalive_clients_on_two_threads_log_no_errors() {
     let b = Backends::start(&["a"], &[]);
-    // Fulcrum::start runs two worker threads: pooled upstream connections
-    // are watched on either, which is what made Pingora log the race.
+    // Fulcrum::start runs two worker threads. With one upstream pool for
+    // both, Pingora logged "failed to acquire reusable stream" 9-19 times
+    // here (the race in src/workers.rs).
     let f = Fulcrum::start(&format!(
         "access_log: off\n{}",
         one_pool("svc", "/api", &[b.addr("a")], "")

@@ -35,8 +35,7 @@ fn two_worker_threads_both_serve_connections() {
         "access_log: off\n{}",
         one_pool("svc", "/api", &[b.addr("a")], "")
     ));
-    // 32 connections, each on a thread chosen at random: fewer than 6 on
-    // one of them has odds of about 1 in 10,000.
+    // 32 connections, given to the two threads in turn at accept.
     keepalive_load(f.addr, "/api", 32, 100);
     let ticks = thread_ticks(f.child.id(), "fulcrum proxy");
     assert_eq!(
@@ -44,12 +43,28 @@ fn two_worker_threads_both_serve_connections() {
         2,
         "worker threads named 'fulcrum proxy': {ticks:?}"
     );
-    // Each thread also runs idle-watch tasks of pooled upstream connections
-    // (Pingora puts those on a random thread): with every client connection
-    // on one thread the other had 6 ticks against 104; shared, 40-75 each.
+    // With every client connection on one thread the other had 6 ticks
+    // against 101-104 (it only ran idle-watch tasks of pooled upstream
+    // connections); shared, 40-75 each.
     let (min, max) = (ticks[0].min(ticks[1]), ticks[0].max(ticks[1]));
     assert!(
         min * 5 >= max,
         "CPU ticks per worker thread after 3,200 requests on 32 connections: {ticks:?}"
     );
+}
+
+/// `work_stealing: true` (Pingora's default) runs the connections on
+/// Pingora's work-stealing runtime with one proxy for all threads, instead
+/// of fulcrum's own workers: it still serves, keepalive included.
+#[test]
+fn work_stealing_runtime_serves_connections() {
+    let b = Backends::start(&["a"], &[]);
+    let f = Fulcrum::start(&format!(
+        "work_stealing: true\naccess_log: off\n{}",
+        one_pool("svc", "/api", &[b.addr("a")], "")
+    ));
+    keepalive_load(f.addr, "/api", 8, 50);
+    assert_eq!(b.requests("a"), 400);
+    // Pingora's runtime threads carry the service's name too.
+    assert_eq!(thread_ticks(f.child.id(), "fulcrum proxy").len(), 2);
 }
