@@ -25,7 +25,6 @@ use pingora_core::protocols::{
     raw_connect::ProxyDigest, GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown,
     SocketDigest, Ssl, TimingDigest, UniqueID, UniqueIDType,
 };
-use std::cell::Cell;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd};
@@ -43,8 +42,6 @@ const BACKLOG: u32 = 65535;
 /// as nginx does (5 × 500 ms), before the process gives up.
 const BIND_TRIES: u32 = 5;
 const BIND_RETRY: Duration = Duration::from_millis(500);
-/// See [`anchor_timers`]: one wake-up per second and thread.
-const ANCHOR_PERIOD: Duration = Duration::from_secs(1);
 
 /// The service that accepts client connections on every `listen` address
 /// and hands each to the app on one of the worker threads.
@@ -210,7 +207,6 @@ async fn accept_loop<A: ServerApp + Send + Sync + 'static>(
                 let stream: Stream = Box::new(ClientSocket::new(tcp, peer));
                 let (app, shutdown) = (Arc::clone(&app), shutdown.clone());
                 workers.next().spawn(async move {
-                    anchor_timers();
                     let mut next = Some(stream);
                     while let Some(stream) = next {
                         next = app.process_new(stream, &shutdown).await;
@@ -227,25 +223,6 @@ async fn accept_loop<A: ServerApp + Send + Sync + 'static>(
         }
     }
     log::info!("stopped accepting on {addr}");
-}
-
-/// Keeps a timer of this thread's runtime due within [`ANCHOR_PERIOD`].
-///
-/// Registering a timer that is due before the time driver's planned wake-up
-/// makes tokio wake the driver (an eventfd write, then one more epoll_wait).
-/// With idle keepalive connections the planned wake-up is their 75 s
-/// timeout, so each proxied request's 60 s upstream read timeout (Pingora's)
-/// cost two system calls. With a timer always due within a second, the
-/// timeouts of a request are never the earliest.
-fn anchor_timers() {
-    thread_local!(static ANCHORED: Cell<bool> = const { Cell::new(false) });
-    if !ANCHORED.replace(true) {
-        tokio::spawn(async {
-            loop {
-                tokio::time::sleep(ANCHOR_PERIOD).await;
-            }
-        });
-    }
 }
 
 /// An accepted client connection as Pingora's HTTP session reads it: the
