@@ -515,6 +515,18 @@ impl ProxyHttp for Fulcrum {
         e
     }
 
+    /// What the client did (went away, sent a bad, oversized or slow
+    /// request) is logged at info, as nginx logs "client prematurely closed
+    /// connection": on an internet-facing balancer these come all day, and
+    /// the error level is kept for what an operator must look at.
+    fn suppress_error_log(&self, session: &Session, ctx: &RequestCtx, e: &Error) -> bool {
+        if !caused_by_client(e) {
+            return false;
+        }
+        log::info!("client error: {e}, {}", self.request_summary(session, ctx));
+        true
+    }
+
     async fn fail_to_proxy(
         &self,
         session: &mut Session,
@@ -757,6 +769,13 @@ impl Fulcrum {
             format!("no live upstreams in pool {}", pool.name()),
         )
     }
+}
+
+/// An error of the client's making: from the client side of the connection,
+/// or a 4xx fulcrum answers (framing, limits, path checks).
+fn caused_by_client(e: &Error) -> bool {
+    e.esource() == &ErrorSource::Downstream
+        || matches!(e.etype(), ErrorType::HTTPStatus(code) if (400..500).contains(code))
 }
 
 #[cfg(test)]
