@@ -15,8 +15,8 @@
 //! as nginx does.
 //!
 //! Between requests an HTTP/1 connection is held here, not in Pingora:
-//! [`ClientLimits`] runs the keepalive loop itself and waits for the first
-//! bytes of each request ([`HeaderDeadline::wait_for_request`]) before it
+//! [`ClientLimits`] runs the keepalive loop itself and waits for each
+//! request's header ([`HeaderDeadline::wait_for_request`]) before it
 //! creates Pingora's session and hands those bytes over as the start of the
 //! request. Pingora's own loop creates the next session at once and keeps
 //! its request future (~9 KB), its header buffer (4 KB) and its loop future
@@ -66,6 +66,22 @@ use tokio::sync::{futures::Notified, Notify};
 /// go (Pingora starts its header buffer at this size too).
 const FIRST_READ: usize = 4096;
 
+/// A header not complete within this many bytes is left for Pingora to read
+/// on (and for the header size limit to answer, 431).
+const WHOLE_HEADER_CAP: usize = 64 * 1024;
+
+/// Whether `buf` holds a whole request header: an empty line (CRLF or bare
+/// LF, both of which Pingora's parser accepts) after the request line.
+fn header_complete(buf: &[u8]) -> bool {
+    // The usual case: the read ends with the header (no body yet).
+    if buf.ends_with(b"\r\n\r\n") {
+        return true;
+    }
+    buf.iter().enumerate().any(|(i, &b)| {
+        b == b'\n' && (buf.get(i + 1) == Some(&b'\n') || buf[i + 1..].starts_with(b"\r\n"))
+    })
+}
+
 /// Small writes of a response (header, then a short body) are gathered up to
 /// this size and sent in one write: Pingora's default (about one segment).
 const OUT_CAP: usize = pingora_core::listeners::DEFAULT_L4_WRITE_BUFFER_SIZE;
@@ -99,7 +115,7 @@ impl<A> ClientLimits<A> {
         }
     }
 
-    /// Waits for the first bytes of the next request: `None` when the
+    /// Waits for the next request's header: `None` when the
     /// connection is to close (client gone, header or keepalive timeout, the
     /// process leaving: `closed` is this connection's registration with the
     /// cleanup's notification, made once per connection because it takes
@@ -113,17 +129,10 @@ impl<A> ClientLimits<A> {
         if self.closing.load(Relaxed) {
             return None;
         }
+        // The first request's wait is bounded by client_header_timeout from
+        // accept (HeaderDeadline), a later one's by keepalive_timeout.
         let keepalive = self.runtime.load().config.limits.keepalive_timeout;
-        let read = async {
-            if first {
-                // client_header_timeout from accept bounds it (HeaderDeadline).
-                conn.wait_for_request().await
-            } else {
-                tokio::time::timeout(keepalive, conn.wait_for_request())
-                    .await
-                    .unwrap_or(Ok(None))
-            }
-        };
+        let read = conn.wait_for_request((!first).then_some(keepalive));
         tokio::select! {
             biased;
             r = read => r.unwrap_or_else(|e| {
@@ -401,13 +410,55 @@ impl HeaderDeadline {
         }
     }
 
-    /// Waits until the client sends the next request and returns its first
-    /// bytes (`None`: the client closed). The read goes through the deadline,
-    /// so the first request's `client_header_timeout` still counts from
-    /// accept, and a later one's from its first byte.
-    pub async fn wait_for_request(&mut self) -> io::Result<Option<BytesMut>> {
+    /// Waits until the client sends the next request and returns its whole
+    /// header (and whatever followed it in the same reads; `None`: the
+    /// client closed, stayed idle `idle_timeout`, or stopped in the middle
+    /// of the header). The reads go
+    /// through the deadline, so the first request's `client_header_timeout`
+    /// still counts from accept, and a later one's from its first byte.
+    ///
+    /// The header is read whole here, not by Pingora, so that a client that
+    /// closes or times out in the middle of one is logged at info as nginx
+    /// does: Pingora logs it as an error before any hook of fulcrum's runs.
+    pub async fn wait_for_request(
+        &mut self,
+        idle_timeout: Option<Duration>,
+    ) -> io::Result<Option<BytesMut>> {
         // The previous response is flushed (Pingora flushes at its end).
         self.out.release();
+        let first = match idle_timeout {
+            None => self.first_bytes().await?,
+            // Idle that long: close (only the wait for a first byte counts).
+            Some(t) => tokio::time::timeout(t, self.first_bytes())
+                .await
+                .unwrap_or(Ok(None))?,
+        };
+        let Some(mut start) = first else {
+            return Ok(None);
+        };
+        while !header_complete(&start) && start.len() < WHOLE_HEADER_CAP {
+            start.reserve(FIRST_READ);
+            let read = tokio::io::AsyncReadExt::read_buf(self, &mut start).await;
+            let e = match read {
+                Ok(0) => io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed"),
+                Ok(_) => continue,
+                Err(e) => e,
+            };
+            let peer = self
+                .get_socket_digest()
+                .and_then(|d| d.peer_addr().cloned());
+            let peer = peer.map_or_else(String::new, |p| format!("{p}: "));
+            log::info!(
+                "client error: {peer}request header incomplete after {} bytes: {e}",
+                start.len()
+            );
+            return Ok(None);
+        }
+        Ok(Some(start))
+    }
+
+    /// The first bytes of the next request (`None`: the client closed).
+    async fn first_bytes(&mut self) -> io::Result<Option<BytesMut>> {
         poll_fn(|cx| {
             // On the stack for this poll only, so nothing is held while idle.
             let mut space = [MaybeUninit::<u8>::uninit(); FIRST_READ];
@@ -635,6 +686,22 @@ mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+    #[test]
+    fn a_header_is_complete_at_its_empty_line() {
+        assert!(header_complete(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"));
+        assert!(header_complete(b"GET / HTTP/1.1\nHost: a\n\n"));
+        assert!(header_complete(
+            b"POST / HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi"
+        ));
+        assert!(header_complete(
+            b"GET / HTTP/1.1\r\n\r\nGET /next HTTP/1.1\r\n"
+        ));
+        assert!(!header_complete(b"GET / HTTP/1.1\r\nHost: a\r\n"));
+        assert!(!header_complete(b"GET / HTTP/1.1\r\nHost: a\r\n\r"));
+        assert!(!header_complete(b"GET / HTT"));
+        assert!(!header_complete(b""));
+    }
+
     fn pair() -> (HeaderDeadline, tokio::io::DuplexStream, Duration) {
         let (a, b) = tokio::io::duplex(1024);
         let t = Duration::from_millis(300);
@@ -708,9 +775,9 @@ mod tests {
             b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
         );
         assert!(s.out.buf.capacity() >= OUT_CAP);
-        client.write_all(b"GET").await.unwrap();
-        let start = s.wait_for_request().await.unwrap().unwrap();
-        assert_eq!(&start[..], b"GET");
+        client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        let start = s.wait_for_request(None).await.unwrap().unwrap();
+        assert_eq!(&start[..], b"GET / HTTP/1.1\r\n\r\n");
         assert_eq!(s.out.buf.capacity(), 0, "buffer kept while waiting");
     }
 

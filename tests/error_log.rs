@@ -32,7 +32,7 @@ fn client_aborts_and_bad_requests_are_not_error_lines() {
     use std::io::{Read, Write};
     let b = Backends::start(&["a"], &[]);
     let f = Fulcrum::start(&format!(
-        "access_log: off\n{}",
+        "access_log: off\nlimits: {{ client_header_timeout: 1s }}\n{}",
         one_pool("svc", "/api", &[b.addr("a")], "")
     ));
     // Gone while the server is still working on the answer.
@@ -52,6 +52,12 @@ fn client_aborts_and_bad_requests_are_not_error_lines() {
     let mut answer = String::new();
     let _ = s.read_to_string(&mut answer);
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    // Part of a header, then gone; part of a header, then too slow.
+    for wait in [100, 1500] {
+        let mut s = std::net::TcpStream::connect(f.addr).unwrap();
+        write!(s, "GET /api/x HTTP/1.1\r\nHost").unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(wait));
+    }
     // Each abort is noticed at the latest when its answer comes (300 ms);
     // the lines are still there for whoever looks, at info.
     let client_lines = || {
@@ -60,8 +66,8 @@ fn client_aborts_and_bad_requests_are_not_error_lines() {
             .filter(|l| l.contains(" INFO ") && l.contains("client error:"))
             .count()
     };
-    let seen = wait_until(std::time::Duration::from_secs(5), || client_lines() >= 4);
-    assert!(seen, "{} client error lines of 4", client_lines());
+    let seen = wait_until(std::time::Duration::from_secs(5), || client_lines() >= 6);
+    assert!(seen, "{} client error lines of 6", client_lines());
     let log = f.log_text();
     let errors: Vec<&str> = log.lines().filter(|l| l.contains(" ERROR ")).collect();
     assert!(
