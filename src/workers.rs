@@ -104,11 +104,6 @@ impl Workers {
         })
     }
 
-    /// How many workers there are.
-    pub fn count(&self) -> usize {
-        self.handles.len()
-    }
-
     /// The worker for the next connection (round-robin).
     pub fn next(&self) -> &Handle {
         let n = self.next.fetch_add(1, Relaxed);
@@ -162,7 +157,7 @@ mod tests {
         rt.block_on(async {
             let workers = Workers::start("test worker", 3).unwrap();
             let mut made = 0;
-            let apps = Arc::new(PerWorker::new(workers.count(), || {
+            let apps = Arc::new(PerWorker::new(3, || {
                 made += 1;
                 made
             }));

@@ -5,17 +5,12 @@ use common::*;
 
 #[test]
 fn keepalive_clients_on_two_threads_log_no_errors() {
-    let b = Backends::start(&["a"], &[]);
-    // Fulcrum::start runs two worker threads. With one upstream pool for
-    // both, Pingora logged "failed to acquire reusable stream" 9-19 times
-    // here (the race in src/workers.rs).
-    let f = Fulcrum::start(&format!(
-        "access_log: off\n{}",
-        one_pool("svc", "/api", &[b.addr("a")], "")
-    ));
+    // Two worker threads. With one upstream pool for both, Pingora logged
+    // "failed to acquire reusable stream" 9-19 times here (src/workers.rs).
+    let (_b, f) = api_on_one_backend("");
     keepalive_load(f.addr, "/api", 4, 1000);
     let log = f.log_text();
-    let errors: Vec<&str> = log.lines().filter(|l| l.contains(" ERROR ")).collect();
+    let errors = error_lines(&log);
     assert!(
         errors.is_empty(),
         "{} error lines, the first: {:?}",
@@ -30,11 +25,7 @@ fn keepalive_clients_on_two_threads_log_no_errors() {
 #[test]
 fn client_aborts_and_bad_requests_are_not_error_lines() {
     use std::io::{Read, Write};
-    let b = Backends::start(&["a"], &[]);
-    let f = Fulcrum::start(&format!(
-        "access_log: off\nlimits: {{ client_header_timeout: 1s }}\n{}",
-        one_pool("svc", "/api", &[b.addr("a")], "")
-    ));
+    let (_b, f) = api_on_one_backend("limits: { client_header_timeout: 1s }\n");
     // Gone while the server is still working on the answer.
     for _ in 0..3 {
         let mut s = std::net::TcpStream::connect(f.addr).unwrap();
@@ -69,7 +60,7 @@ fn client_aborts_and_bad_requests_are_not_error_lines() {
     let seen = wait_until(std::time::Duration::from_secs(5), || client_lines() >= 6);
     assert!(seen, "{} client error lines of 6", client_lines());
     let log = f.log_text();
-    let errors: Vec<&str> = log.lines().filter(|l| l.contains(" ERROR ")).collect();
+    let errors = error_lines(&log);
     assert!(
         errors.is_empty(),
         "{} error lines: {errors:#?}",

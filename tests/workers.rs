@@ -29,12 +29,8 @@ fn thread_ticks(pid: u32, name: &str) -> Vec<u64> {
 
 #[test]
 fn two_worker_threads_both_serve_connections() {
-    let b = Backends::start(&["a"], &[]);
-    // Fulcrum::start runs `threads: 2`.
-    let f = Fulcrum::start(&format!(
-        "access_log: off\n{}",
-        one_pool("svc", "/api", &[b.addr("a")], "")
-    ));
+    // `threads: 2`.
+    let (_b, f) = api_on_one_backend("");
     // 32 connections, given to the two threads in turn at accept.
     keepalive_load(f.addr, "/api", 32, 100);
     let ticks = thread_ticks(f.child.id(), "fulcrum proxy");
@@ -58,11 +54,7 @@ fn two_worker_threads_both_serve_connections() {
 /// of fulcrum's own workers: it still serves, keepalive included.
 #[test]
 fn work_stealing_runtime_serves_connections() {
-    let b = Backends::start(&["a"], &[]);
-    let f = Fulcrum::start(&format!(
-        "work_stealing: true\naccess_log: off\n{}",
-        one_pool("svc", "/api", &[b.addr("a")], "")
-    ));
+    let (b, f) = api_on_one_backend("work_stealing: true\n");
     keepalive_load(f.addr, "/api", 8, 50);
     assert_eq!(b.requests("a"), 400);
     // Pingora's runtime threads carry the service's name too.

@@ -496,6 +496,22 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// Backend `a` behind a fulcrum (two threads, no access log) that routes
+/// `/api` to it; `top` adds top-level config lines.
+pub fn api_on_one_backend(top: &str) -> (Backends, Fulcrum) {
+    let b = Backends::start(&["a"], &[]);
+    let conf = format!(
+        "access_log: off\n{top}{}",
+        one_pool("svc", "/api", &[b.addr("a")], "")
+    );
+    (b, Fulcrum::start(&conf))
+}
+
+/// The lines of `log` at error level.
+pub fn error_lines(log: &str) -> Vec<&str> {
+    log.lines().filter(|l| l.contains(" ERROR ")).collect()
+}
+
 /// `clients` keepalive connections at once, each sending `requests` GETs
 /// of `prefix/<client>/<i>` and expecting 200 for every one.
 pub fn keepalive_load(addr: SocketAddr, prefix: &str, clients: usize, requests: usize) {
