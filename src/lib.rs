@@ -13,6 +13,8 @@
 //! - `listener`: the listening sockets, accept loops and client sockets
 //! - `workers`: worker threads, each with its own runtime and proxy
 //! - `client_conn`: per-connection limits and the keepalive loop
+//! - `upstream_conn`: connections to servers, kept idle per worker
+//! - `upstream_tcp`: TCP settings of upstream connections
 //! - `service`: assembling and running the Pingora server
 
 pub mod access_log;
@@ -32,5 +34,6 @@ pub mod router;
 pub mod runtime;
 pub mod service;
 pub mod status;
+pub mod upstream_conn;
 pub mod upstream_tcp;
 pub mod workers;

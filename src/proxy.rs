@@ -15,7 +15,8 @@ use crate::pool::{FailureKind, InFlight, Pool};
 use crate::router::BadPath;
 use crate::runtime::{Runtime, SharedRuntime};
 use crate::status::{self, Counters, RequestGuard, RouteStats};
-use crate::{client_conn, drain, limits, upstream_tcp};
+use crate::upstream_conn::Lease;
+use crate::{client_conn, drain, limits};
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::HeaderValue;
@@ -72,8 +73,8 @@ pub struct RequestCtx {
     attempts: Vec<AttemptLog>,
     tried: Vec<SocketAddr>,
     current: Option<InFlight>,
-    /// The current attempt's upstream socket, once connected.
-    upstream_fd: Option<std::os::unix::io::RawFd>,
+    /// The current attempt's use of its upstream connection.
+    lease: Option<Arc<Lease>>,
     attempt_start: Instant,
     last_failure: Option<Failure>,
     deadline: Option<Instant>,
@@ -143,6 +144,42 @@ fn client_ip(session: &Session) -> Option<IpAddr> {
 const MAX_RESPONSE_HEADER_BYTES: usize = 1024 * 1024 - 1;
 
 /// Size of a response header as sent: name, ": ", value, CRLF per field.
+/// Tells the connection's lease whether this response allows keepalive with
+/// a Content-Length (so a refused reuse means bytes past it) and whether it
+/// has ended with its header (no body follows, so no body filter runs).
+fn tell_lease_how_response_ends(lease: &Lease, session: &Session, resp: &ResponseHeader) {
+    let status = resp.status.as_u16();
+    if status < 200 {
+        return; // 100 Continue; 101 is never reused
+    }
+    let length = resp.headers.get(http::header::CONTENT_LENGTH);
+    let connection = resp
+        .headers
+        .get(http::header::CONNECTION)
+        .map(|v| v.as_bytes());
+    let has = |token: &[u8]| {
+        connection.is_some_and(|c| {
+            c.split(|&b| b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+        })
+    };
+    let keepalive = match resp.version {
+        http::Version::HTTP_11 => !has(b"close"),
+        http::Version::HTTP_10 => has(b"keep-alive"),
+        _ => false,
+    };
+    if keepalive && length.is_some() {
+        lease.expect_length_keepalive();
+    }
+    let no_body = status == 204
+        || status == 304
+        || session.req_header().method == http::Method::HEAD
+        || length.is_some_and(|l| l.as_bytes() == b"0");
+    if no_body {
+        lease.response_complete();
+    }
+}
+
 fn response_header_bytes(resp: &ResponseHeader) -> usize {
     resp.headers
         .iter()
@@ -225,7 +262,7 @@ impl ProxyHttp for Fulcrum {
             attempts: Vec::new(),
             tried: Vec::new(),
             current: None,
-            upstream_fd: None,
+            lease: None,
             attempt_start: now,
             last_failure: None,
             deadline: None,
@@ -304,35 +341,35 @@ impl ProxyHttp for Fulcrum {
             status: 0,
             time: Duration::ZERO,
         });
+        let lease = Lease::new(Arc::clone(&pool), Arc::clone(attempt.server()));
         ctx.current = Some(attempt);
-        ctx.upstream_fd = None;
         ctx.attempt_start = Instant::now();
         let cfg = &pool.config;
         let mut peer = HttpPeer::new(addr, false, String::new());
+        // fulcrum connects and keeps idle connections itself (upstream_conn.rs).
+        peer.options.custom_l4 = Some(lease.connector(cfg.connect_timeout));
         peer.options.connection_timeout = Some(cfg.connect_timeout);
         peer.options.read_timeout = Some(cfg.read_timeout);
         peer.options.write_timeout = Some(cfg.write_timeout);
-        peer.options.idle_timeout = Some(Duration::from_secs(60));
-        peer.options.tcp_keepalive = Some(upstream_tcp::dead_peer_detection(cfg.connect_timeout));
+        // Pingora's own pool never gets our connections; should one reach
+        // it all the same, it is closed at once rather than kept unseen.
+        peer.options.idle_timeout = Some(Duration::ZERO);
+        ctx.lease = Some(lease);
         Ok(Box::new(peer))
     }
 
     async fn connected_to_upstream(
         &self,
         _session: &mut Session,
-        reused: bool,
-        peer: &HttpPeer,
-        // fulcrum is Linux-only (socket options, /proc): no Windows variant.
-        fd: std::os::unix::io::RawFd,
+        _reused: bool,
+        _peer: &HttpPeer,
+        // Pingora sees fulcrum's connections as virtual sockets: no fd here.
+        _fd: std::os::unix::io::RawFd,
         _digest: Option<&pingora::protocols::Digest>,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        ctx.upstream_fd = Some(fd);
-        if reused {
+        if ctx.lease.as_ref().is_none_or(|l| l.reused()) {
             return Ok(());
-        }
-        if let Some(timeout) = peer.options.connection_timeout {
-            upstream_tcp::shorten_min_rto(fd, timeout);
         }
         if let Some(attempt) = ctx.current.as_ref() {
             attempt
@@ -409,6 +446,9 @@ impl ProxyHttp for Fulcrum {
             return Err(e);
         }
         let status = resp.status.as_u16();
+        if let Some(lease) = &ctx.lease {
+            tell_lease_how_response_ends(lease, session, resp);
+        }
         let took = ctx.attempt_start.elapsed();
         ctx.end_attempt_log(status, took);
         if let Some(attempt) = ctx.current.as_mut() {
@@ -500,7 +540,8 @@ impl ProxyHttp for Fulcrum {
         // the server's failure (as in nginx): Pingora drops pooled connections
         // the server closed while idle, so what remains is nearly always a
         // server that read the request and then closed or crashed.
-        let reused_closed = client_reused && e.retry == pingora::RetryType::ReusedOnly;
+        let reused = client_reused || ctx.lease.as_ref().is_some_and(|l| l.reused());
+        let reused_closed = reused && e.retry == pingora::RetryType::ReusedOnly;
         let kind = match failure {
             Failure::Timeout => FailureKind::Timeout,
             _ => FailureKind::Invalid,
@@ -591,22 +632,14 @@ impl ProxyHttp for Fulcrum {
         // release the in-flight slot now (as nginx frees the peer), not after
         // the last bytes reached the client, or the client's next request can
         // see this server as still busy and least_conn's ties break wrongly.
-        // Bytes past the end of the response make it a failure instead.
+        // Bytes past its end are found when the connection is given back
+        // (upstream_conn.rs) and counted as a failure then.
         if end_of_stream {
+            if let Some(lease) = &ctx.lease {
+                lease.response_complete();
+            }
             if let Some(mut attempt) = ctx.current.take() {
-                if ctx
-                    .upstream_fd
-                    .is_some_and(upstream_tcp::bytes_past_response)
-                {
-                    log::warn!(
-                        "pool {}: server {} sent more than its Content-Length",
-                        ctx.pool.as_ref().map_or("?", |p| p.name()),
-                        attempt.server().name
-                    );
-                    attempt.fail_as(FailureKind::Invalid, ctx.passive_health());
-                } else {
-                    attempt.succeed();
-                }
+                attempt.succeed();
             }
         }
         Ok(None)

@@ -85,6 +85,7 @@ pub fn run(args: &Args, loaded: Loaded) -> Result<(), String> {
     // (workers.rs); a single one on Pingora's work-stealing runtime.
     let conf = Arc::clone(&pingora_server.configuration);
     let workers = if conf.work_stealing { 0 } else { conf.threads };
+    crate::upstream_conn::set_capacity(conf.upstream_keepalive_pool_size);
     let proxies = PerWorker::new(workers, || {
         pingora::proxy::http_proxy(
             &conf,

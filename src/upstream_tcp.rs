@@ -76,32 +76,6 @@ pub fn shorten_min_rto(fd: RawFd, connect_timeout: Duration) {
     }
 }
 
-/// Whether the upstream socket holds bytes after the end of the response
-/// just read, i.e. the server sent more than its Content-Length (upstream
-/// connections are HTTP/1: one response at a time, nothing unasked-for).
-///
-/// Pingora notices such an overread itself but offers no hook to report it
-/// (it only refuses to pool the connection), so fulcrum peeks at the socket.
-/// This sees only surplus still in the kernel: bytes Pingora already read
-/// along with the response (a small surplus in the same segment) and bytes
-/// arriving in a later segment, after this peek, are missed; Pingora then
-/// still closes that connection instead of reusing it.
-pub fn bytes_past_response(fd: RawFd) -> bool {
-    let mut byte = 0u8;
-    // SAFETY: fd is the upstream socket of the current attempt, which Pingora
-    // keeps open while it proxies the response body; the buffer is one
-    // writable byte, and MSG_PEEK | MSG_DONTWAIT neither consumes nor blocks.
-    let n = unsafe {
-        libc::recv(
-            fd,
-            (&mut byte as *mut u8).cast(),
-            1,
-            libc::MSG_PEEK | libc::MSG_DONTWAIT,
-        )
-    };
-    n > 0
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -141,6 +141,9 @@ impl Drop for Workers {
 async fn anchor_timers() {
     loop {
         tokio::time::sleep(ANCHOR_PERIOD).await;
+        // The same wake-up closes idle upstream connections that expired
+        // or that their server closed.
+        crate::upstream_conn::sweep_idle();
     }
 }
 

@@ -1,8 +1,13 @@
 //! Pooled upstream connections are reused, whichever worker thread a
-//! request runs on.
+//! request runs on, and never once their server has closed them.
 
 mod common;
 use common::*;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::Arc;
+use std::time::Duration;
 
 /// Four keepalive clients never have more than four requests in flight, so
 /// a working pool needs at most four upstream connections per worker
@@ -26,5 +31,80 @@ fn keepalive_clients_on_two_threads_reuse_upstream_connections() {
         opened <= bound,
         "{opened} upstream connections for {} requests from {clients} clients (at most {bound})",
         clients * requests
+    );
+}
+
+/// A server that closes each keepalive connection `idle_close` after its
+/// response, as a backend with a short keepalive timeout does. Counts the
+/// connections it accepted.
+fn closing_server(idle_close: Duration) -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = Arc::clone(&accepted);
+    std::thread::spawn(move || {
+        for s in listener.incoming() {
+            let Ok(mut s) = s else { return };
+            count.fetch_add(1, SeqCst);
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut chunk) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+                std::thread::sleep(idle_close);
+                // Dropping the stream closes it: the connection fulcrum keeps
+                // idle is now dead.
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+/// fulcrum's upstream sockets to `server` in CLOSE_WAIT (the server closed,
+/// fulcrum has not), from /proc/net/tcp.
+fn close_wait_to(server: SocketAddr) -> usize {
+    let port = format!(":{:04X}", server.port());
+    std::fs::read_to_string("/proc/net/tcp")
+        .unwrap()
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f[2].ends_with(&port) && f[3] == "08"
+        })
+        .count()
+}
+
+/// An idle upstream connection the server closed is never used for a
+/// request (no failed request, no failure counted against the server) and
+/// is closed on fulcrum's side within about a second.
+#[test]
+fn idle_connections_closed_by_the_server_are_not_reused() {
+    let (server, accepted) = closing_server(Duration::from_millis(100));
+    let f = Fulcrum::start(&one_pool("api", "/api", &[server], ""));
+    for i in 0..6 {
+        let r = f.get("/api/x");
+        assert_eq!((r.status, r.body.as_str()), (200, "ok"), "request {i}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let s = f.server_status("api", server);
+    assert_eq!(s["failures"], 0, "no failure counted: {s}");
+    assert_eq!(
+        accepted.load(SeqCst),
+        6,
+        "each request found its connection closed"
+    );
+    assert!(error_lines(&f.log_text()).is_empty(), "{}", f.log_text());
+    // The last connection was closed by the server after 100 ms; fulcrum's
+    // once-a-second sweep closes its end.
+    assert!(
+        wait_until(Duration::from_secs(3), || close_wait_to(server) == 0),
+        "{} sockets to the server left in CLOSE_WAIT",
+        close_wait_to(server)
     );
 }

@@ -285,6 +285,13 @@ impl Server {
             && (max == 0 || self.in_flight() < max as usize)
     }
 
+    /// A failure found after the attempt had ended (bytes past the end of
+    /// its response): counted by kind and for passive health.
+    pub fn count_late_failure(&self, kind: FailureKind, passive: bool) {
+        self.stats.count_failure(kind);
+        self.record_failure(passive, false);
+    }
+
     /// Records a failed attempt. `passive` is false for single-server pools,
     /// which nginx never marks failed.
     fn record_failure(&self, passive: bool, probe: bool) {
