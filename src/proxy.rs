@@ -143,7 +143,6 @@ fn client_ip(session: &Session) -> Option<IpAddr> {
 /// checked here too, making it independent of timing.
 const MAX_RESPONSE_HEADER_BYTES: usize = 1024 * 1024 - 1;
 
-/// Size of a response header as sent: name, ": ", value, CRLF per field.
 /// Tells the connection's lease whether this response allows keepalive with
 /// a Content-Length (so a refused reuse means bytes past it) and whether it
 /// has ended with its header (no body follows, so no body filter runs).
@@ -180,6 +179,7 @@ fn tell_lease_how_response_ends(lease: &Lease, session: &Session, resp: &Respons
     }
 }
 
+/// Size of a response header as sent: name, ": ", value, CRLF per field.
 fn response_header_bytes(resp: &ResponseHeader) -> usize {
     resp.headers
         .iter()
@@ -514,7 +514,7 @@ impl ProxyHttp for Fulcrum {
         session: &mut Session,
         e: Box<Error>,
         ctx: &mut RequestCtx,
-        client_reused: bool,
+        _client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("peer: {peer}"));
         let Some(pool) = ctx.pool.clone() else {
@@ -537,10 +537,12 @@ impl ProxyHttp for Fulcrum {
         };
         // A pooled connection that closes before answering may be a keepalive
         // race, so it is retried whatever `retry.on` says. It still counts as
-        // the server's failure (as in nginx): Pingora drops pooled connections
-        // the server closed while idle, so what remains is nearly always a
-        // server that read the request and then closed or crashed.
-        let reused = client_reused || ctx.lease.as_ref().is_some_and(|l| l.reused());
+        // the server's failure (as in nginx): idle connections the server
+        // closed are dropped before use (upstream_conn.rs), so what remains is
+        // nearly always a server that read the request and then closed or
+        // crashed. (Pingora's `client_reused` is always false: it sees each
+        // connection fulcrum lends it as new.)
+        let reused = ctx.lease.as_ref().is_some_and(|l| l.reused());
         let reused_closed = reused && e.retry == pingora::RetryType::ReusedOnly;
         let kind = match failure {
             Failure::Timeout => FailureKind::Timeout,

@@ -129,11 +129,6 @@ pub fn sweep_idle() {
     });
 }
 
-/// Idle connections kept by this thread (for tests).
-pub fn idle_count() -> usize {
-    IDLE.with_borrow(|idle| idle.len())
-}
-
 // Lease flags.
 /// The connection came from the idle list.
 const REUSED: u8 = 1;
@@ -355,6 +350,10 @@ mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
+
+    fn idle_count() -> usize {
+        IDLE.with_borrow(|idle| idle.len())
+    }
 
     async fn pair(listener: &TcpListener) -> (TcpStream, TcpStream) {
         let client = TcpStream::connect(listener.local_addr().unwrap());

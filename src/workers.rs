@@ -1,17 +1,20 @@
 //! Worker threads for client connections: nginx's worker model inside one
 //! process. Each worker thread runs its own single-threaded runtime and its
-//! own proxy, whose pool of idle upstream connections only that thread uses;
-//! a client connection stays on the worker it was given at accept
-//! (round-robin).
+//! own proxy, and keeps its own idle upstream connections
+//! (src/upstream_conn.rs); a client connection stays on the worker it was
+//! given at accept (round-robin).
 //!
-//! Why not one proxy for all threads, as Pingora's listening service has:
-//! Pingora's pool watches each idle upstream connection from a task on a
-//! random thread. When a request on another thread takes the connection
-//! while that task is letting go of it, Pingora drops the connection
-//! ("failed to acquire reusable stream") and the request opens a new one: 10
-//! to 30 new connections per 4,000 requests of four keepalive clients on two
-//! threads (tests/upstream_pool.rs), 13% of requests in the soak. A pool
-//! used and watched by one single-threaded runtime cannot race.
+//! Why not one proxy for all threads on Pingora's multi-threaded runtime:
+//! Pingora 0.9's pool, shared by all threads, watched each idle upstream
+//! connection from a task on a random thread. When a request on another
+//! thread took the connection while that task was letting go of it, Pingora
+//! dropped the connection ("failed to acquire reusable stream") and the
+//! request opened a new one: 10 to 30 new connections per 4,000 requests of
+//! four keepalive clients on two threads (tests/upstream_pool.rs), 13% of
+//! requests in the soak. fulcrum now keeps idle connections itself, but a
+//! proxy per worker still keeps what Pingora's connector looks up on every
+//! request (its empty pool, behind a lock) from being shared between
+//! threads, and a single-threaded runtime needs no cross-thread wake-ups.
 //!
 //! Worker 0 is the thread Pingora runs the listening service on (a runtime
 //! of one thread); the others are started here and stop when Pingora stops

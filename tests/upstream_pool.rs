@@ -108,3 +108,62 @@ fn idle_connections_closed_by_the_server_are_not_reused() {
         close_wait_to(server)
     );
 }
+
+/// A server that answers the first request on each connection and closes
+/// the connection after reading the second, without answering.
+fn answers_once_per_connection() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in listener.incoming() {
+            let Ok(mut s) = s else { return };
+            std::thread::spawn(move || {
+                for answer in [true, false] {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut chunk) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    if answer {
+                        let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst");
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// A kept-alive connection that closes after the request was sent may be a
+/// keepalive race: an idempotent request is retried on another server even
+/// though `retry.on` lists nothing, and the server gets the failure.
+#[test]
+fn a_reused_connection_closed_without_an_answer_is_retried() {
+    let closing = answers_once_per_connection();
+    let b = Backends::start(&["b"], &[]);
+    let f = Fulcrum::start(&one_pool(
+        "api",
+        "/api",
+        &[closing, b.addr("b")],
+        "retry: { on: [] }",
+    ));
+    // least_conn alternates between the two idle servers: the closing one
+    // answers its first request on a new connection, then gets the second
+    // on the same connection, kept idle in between.
+    let mut bodies = Vec::new();
+    for i in 0..4 {
+        let r = f.get("/api/x");
+        assert_eq!(r.status, 200, "request {i}: {}", r.body);
+        bodies.push(r.body);
+    }
+    assert_eq!(
+        bodies.iter().filter(|b| *b == "first").count(),
+        1,
+        "{bodies:?}"
+    );
+    let s = f.server_status("api", closing);
+    assert_eq!(s["failures"], 1, "{s}");
+}
