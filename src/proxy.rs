@@ -143,39 +143,59 @@ fn client_ip(session: &Session) -> Option<IpAddr> {
 /// checked here too, making it independent of timing.
 const MAX_RESPONSE_HEADER_BYTES: usize = 1024 * 1024 - 1;
 
-/// Tells the connection's lease whether this response allows keepalive with
-/// a Content-Length (so a refused reuse means bytes past it) and whether it
-/// has ended with its header (no body follows, so no body filter runs).
-fn tell_lease_how_response_ends(lease: &Lease, session: &Session, resp: &ResponseHeader) {
-    let status = resp.status.as_u16();
-    if status < 200 {
-        return; // 100 Continue; 101 is never reused
+/// How a response header says its response ends, for the connection's
+/// lease (upstream_conn.rs).
+#[derive(Debug, PartialEq, Eq)]
+struct ResponseEnd {
+    /// Keepalive allowed and the body delimited by Content-Length: if
+    /// Pingora then refuses to reuse the connection, it read bytes past it.
+    length_keepalive: bool,
+    /// No body follows (so no body filter will say the response ended).
+    complete: bool,
+}
+
+impl ResponseEnd {
+    fn of(method: &http::Method, resp: &ResponseHeader) -> ResponseEnd {
+        let status = resp.status.as_u16();
+        if status < 200 {
+            // 100 Continue: the real response follows; 101 is never reused.
+            return ResponseEnd {
+                length_keepalive: false,
+                complete: false,
+            };
+        }
+        let length = resp.headers.get(http::header::CONTENT_LENGTH);
+        let connection = resp
+            .headers
+            .get(http::header::CONNECTION)
+            .map(|v| v.as_bytes());
+        let has = |token: &[u8]| {
+            connection.is_some_and(|c| {
+                c.split(|&b| b == b',')
+                    .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+            })
+        };
+        let keepalive = match resp.version {
+            http::Version::HTTP_11 => !has(b"close"),
+            http::Version::HTTP_10 => has(b"keep-alive"),
+            _ => false,
+        };
+        ResponseEnd {
+            length_keepalive: keepalive && length.is_some(),
+            complete: status == 204
+                || status == 304
+                || method == http::Method::HEAD
+                || length.is_some_and(|l| l.as_bytes() == b"0"),
+        }
     }
-    let length = resp.headers.get(http::header::CONTENT_LENGTH);
-    let connection = resp
-        .headers
-        .get(http::header::CONNECTION)
-        .map(|v| v.as_bytes());
-    let has = |token: &[u8]| {
-        connection.is_some_and(|c| {
-            c.split(|&b| b == b',')
-                .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
-        })
-    };
-    let keepalive = match resp.version {
-        http::Version::HTTP_11 => !has(b"close"),
-        http::Version::HTTP_10 => has(b"keep-alive"),
-        _ => false,
-    };
-    if keepalive && length.is_some() {
-        lease.expect_length_keepalive();
-    }
-    let no_body = status == 204
-        || status == 304
-        || session.req_header().method == http::Method::HEAD
-        || length.is_some_and(|l| l.as_bytes() == b"0");
-    if no_body {
-        lease.response_complete();
+
+    fn tell(&self, lease: &Lease) {
+        if self.length_keepalive {
+            lease.expect_length_keepalive();
+        }
+        if self.complete {
+            lease.response_complete();
+        }
     }
 }
 
@@ -447,7 +467,7 @@ impl ProxyHttp for Fulcrum {
         }
         let status = resp.status.as_u16();
         if let Some(lease) = &ctx.lease {
-            tell_lease_how_response_ends(lease, session, resp);
+            ResponseEnd::of(&session.req_header().method, resp).tell(lease);
         }
         let took = ctx.attempt_start.elapsed();
         ctx.end_attempt_log(status, took);
@@ -815,6 +835,55 @@ fn caused_by_client(e: &Error) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn how_a_response_header_says_it_ends() {
+        let end = |method: &str, status: u16, version, headers: &[(&'static str, &str)]| {
+            let mut resp = ResponseHeader::build(status, None).unwrap();
+            resp.set_version(version);
+            for (k, v) in headers {
+                resp.insert_header(*k, *v).unwrap();
+            }
+            let m = ResponseEnd::of(&method.parse().unwrap(), &resp);
+            (m.length_keepalive, m.complete)
+        };
+        use http::Version;
+        const HTTP_10: Version = Version::HTTP_10;
+        const HTTP_11: Version = Version::HTTP_11;
+        let cl = ("Content-Length", "5");
+        assert_eq!(end("GET", 200, HTTP_11, &[cl]), (true, false));
+        assert_eq!(
+            end("GET", 200, HTTP_11, &[]),
+            (false, false),
+            "chunked or close-delimited"
+        );
+        assert_eq!(
+            end("GET", 200, HTTP_11, &[cl, ("Connection", "Close")]),
+            (false, false)
+        );
+        assert_eq!(
+            end("GET", 200, HTTP_11, &[cl, ("Connection", "upgrade, close")]),
+            (false, false)
+        );
+        assert_eq!(end("GET", 200, HTTP_10, &[cl]), (false, false));
+        assert_eq!(
+            end("GET", 200, HTTP_10, &[cl, ("Connection", "Keep-Alive")]),
+            (true, false)
+        );
+        assert_eq!(
+            end("GET", 200, HTTP_11, &[("Content-Length", "0")]),
+            (true, true)
+        );
+        assert_eq!(end("HEAD", 200, HTTP_11, &[cl]), (true, true));
+        assert_eq!(end("GET", 204, HTTP_11, &[]), (false, true));
+        assert_eq!(end("GET", 304, HTTP_11, &[cl]), (true, true));
+        assert_eq!(
+            end("GET", 100, HTTP_11, &[]),
+            (false, false),
+            "an interim response"
+        );
+        assert_eq!(end("GET", 101, HTTP_11, &[]), (false, false));
+    }
+
     use super::*;
     use proptest::prelude::*;
     use std::net::{Ipv4Addr, Ipv6Addr};
