@@ -167,3 +167,30 @@ fn a_reused_connection_closed_without_an_answer_is_retried() {
     let s = f.server_status("api", closing);
     assert_eq!(s["failures"], 1, "{s}");
 }
+
+/// Responses without a body (HEAD, 204, 304, Content-Length: 0) end with
+/// their header: their connection goes back to the idle list all the same.
+#[test]
+fn connections_are_reused_after_responses_without_a_body() {
+    let (b, f) = api_on_one_backend("");
+    let before = b.connections("a");
+    let kinds = [
+        ("HEAD", "/api/x", 200),
+        ("GET", "/api/x?status=204", 204),
+        ("GET", "/api/x?status=304", 304),
+        ("GET", "/api/x", 200),
+    ];
+    for _ in 0..10 {
+        for (method, path, status) in kinds {
+            let r = request(f.addr, method, path, &[], b"");
+            assert_eq!(r.status, status, "{method} {path}");
+        }
+    }
+    // The stats request itself is one more connection; the two worker
+    // threads take client connections in turn, so each opens one.
+    let opened = b.connections("a") - before - 1;
+    assert!(
+        opened <= 2,
+        "{opened} upstream connections for 40 sequential requests"
+    );
+}
