@@ -43,7 +43,7 @@ use tokio::net::TcpStream;
 
 /// How long an idle upstream connection is kept (nginx's upstream
 /// `keepalive_timeout` default).
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Idle connections kept per worker thread (`upstream_keepalive_pool_size`).
 static CAPACITY: AtomicUsize = AtomicUsize::new(128);
