@@ -85,6 +85,16 @@ fn client_request_id_round_trips_if_safe() {
     let r = request(f.addr, "GET", "/x", &[("X-Request-Id", "abc-123.def")], b"");
     assert_eq!(r.header("x-request-id"), Some("abc-123.def"));
     assert_eq!(r.json()["headers"]["x-request-id"], "abc-123.def");
+    // Sent twice: the first is kept and the server gets it once.
+    let r = request(
+        f.addr,
+        "GET",
+        "/x",
+        &[("X-Request-Id", "first-1"), ("X-Request-Id", "second-2")],
+        b"",
+    );
+    assert_eq!(r.header("x-request-id"), Some("first-1"));
+    assert_eq!(r.json()["headers"]["x-request-id"], "first-1");
     let long = "a".repeat(300);
     for bad in ["has space", "semi;colon", long.as_str()] {
         let r = request(f.addr, "GET", "/x", &[("X-Request-Id", bad)], b"");
