@@ -7,8 +7,8 @@
 
 mod common;
 use common::*;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener};
+use std::io::Write;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::Arc;
 
@@ -249,20 +249,11 @@ fn retry_timeout_stops_further_attempts() {
 /// A one-connection server that answers with a body shorter than its
 /// Content-Length and closes; returns its address and how many requests it got.
 fn truncating_server() -> (SocketAddr, Arc<AtomicUsize>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let count = Arc::new(AtomicUsize::new(0));
-    let seen = Arc::clone(&count);
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(mut conn) = conn else { return };
-            seen.fetch_add(1, SeqCst);
-            let mut buf = [0u8; 4096];
-            let _ = conn.read(&mut buf);
+    raw::serve(|mut conn| {
+        if raw::read_head(&mut conn) {
             let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial");
         }
-    });
-    (addr, count)
+    })
 }
 
 #[test]

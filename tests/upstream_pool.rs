@@ -3,8 +3,8 @@
 
 mod common;
 use common::*;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener};
+use std::io::Write;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,31 +38,14 @@ fn keepalive_clients_on_two_threads_reuse_upstream_connections() {
 /// response, as a backend with a short keepalive timeout does. Counts the
 /// connections it accepted.
 fn closing_server(idle_close: Duration) -> (SocketAddr, Arc<AtomicUsize>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let count = Arc::clone(&accepted);
-    std::thread::spawn(move || {
-        for s in listener.incoming() {
-            let Ok(mut s) = s else { return };
-            count.fetch_add(1, SeqCst);
-            std::thread::spawn(move || {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut chunk) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    }
-                }
-                let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
-                std::thread::sleep(idle_close);
-                // Dropping the stream closes it: the connection fulcrum keeps
-                // idle is now dead.
-            });
+    raw::serve(move |mut s| {
+        if raw::read_head(&mut s) {
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+            std::thread::sleep(idle_close);
         }
-    });
-    (addr, accepted)
+        // Dropping the stream closes it: the connection fulcrum keeps idle
+        // is now dead.
+    })
 }
 
 /// fulcrum's upstream sockets to `server` in CLOSE_WAIT (the server closed,
@@ -112,26 +95,10 @@ fn idle_connections_closed_by_the_server_are_not_reused() {
 /// A server that answers the first request on each connection and closes
 /// the connection after reading the second, without answering.
 fn answers_once_per_connection() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for s in listener.incoming() {
-            let Ok(mut s) = s else { return };
-            std::thread::spawn(move || {
-                for answer in [true, false] {
-                    let mut buf = Vec::new();
-                    let mut chunk = [0u8; 4096];
-                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match s.read(&mut chunk) {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
-                    }
-                    if answer {
-                        let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst");
-                    }
-                }
-            });
+    let (addr, _) = raw::serve(|mut s| {
+        if raw::read_head(&mut s) {
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst");
+            raw::read_head(&mut s);
         }
     });
     addr

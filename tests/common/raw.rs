@@ -1,10 +1,46 @@
-//! Raw-socket helpers for hostile-input tests: send exact bytes, read what
-//! comes back, and find out whether the server closed the connection.
+//! Raw-socket helpers: send exact bytes, read what comes back, find out
+//! whether the server closed the connection; and tiny upstream servers that
+//! answer as a test says (misbehaving backends).
 
 use super::{read_response, Response};
 use std::io::{BufReader, ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// A server on a free loopback port whose every accepted connection is
+/// handled by `handle` on its own thread. Returns its address and how many
+/// connections it accepted.
+pub fn serve(handle: impl Fn(TcpStream) + Send + Sync + 'static) -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = Arc::clone(&accepted);
+    let handle = Arc::new(handle);
+    std::thread::spawn(move || {
+        for s in listener.incoming() {
+            let Ok(s) = s else { return };
+            count.fetch_add(1, SeqCst);
+            let handle = Arc::clone(&handle);
+            std::thread::spawn(move || handle(s));
+        }
+    });
+    (addr, accepted)
+}
+
+/// Reads one request header (no body); false if the connection ended first.
+pub fn read_head(s: &mut TcpStream) -> bool {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        match s.read(&mut chunk) {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    true
+}
 
 /// What happened to one raw exchange.
 #[derive(Debug)]
