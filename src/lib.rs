@@ -32,6 +32,7 @@ pub mod proxy;
 pub mod reload;
 pub mod router;
 pub mod runtime;
+pub mod server_time;
 pub mod service;
 pub mod status;
 pub mod upstream_conn;

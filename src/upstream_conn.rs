@@ -19,9 +19,13 @@
 //! Pingora refuses reuse instead (it shuts the connection down) although
 //! the response was complete and allowed keepalive, the server sent bytes
 //! past its Content-Length along with the response: a failure.
+//!
+//! The lent socket also notes when the request was written and reads the
+//! first bytes of the answer with their kernel arrival time, which gives
+//! the server's own answer time for `ewma` (server_time.rs).
 
 use crate::pool::{FailureKind, Pool, Server};
-use crate::upstream_tcp;
+use crate::{server_time, upstream_tcp};
 use async_trait::async_trait;
 use pingora::connectors::L4Connect;
 use pingora::protocols::l4::ext as l4_ext;
@@ -34,11 +38,11 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::unix::io::AsRawFd;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::TcpStream;
 
 /// How long an idle upstream connection is kept (nginx's upstream
@@ -143,6 +147,11 @@ const CHECKED: u8 = 8;
 /// context, the connector and the lent socket.
 pub struct Lease {
     flags: AtomicU8,
+    /// Time to connect, when this attempt opened the connection (ns).
+    connect_ns: AtomicU64,
+    /// The server's time to the first bytes of its answer, as the kernel
+    /// stamped them (ns; 0: unknown). See server_time.rs.
+    answer_ns: AtomicU64,
     pool: Arc<Pool>,
     server: Arc<Server>,
 }
@@ -152,6 +161,8 @@ impl Lease {
     pub fn new(pool: Arc<Pool>, server: Arc<Server>) -> Arc<Lease> {
         Arc::new(Lease {
             flags: AtomicU8::new(0),
+            connect_ns: AtomicU64::new(0),
+            answer_ns: AtomicU64::new(0),
             pool,
             server,
         })
@@ -182,6 +193,16 @@ impl Lease {
     /// check before pooling.
     pub fn response_complete(&self) {
         self.flags.fetch_or(COMPLETE, Relaxed);
+    }
+
+    /// The server's own time for this attempt (connecting, if it had to,
+    /// then from the request's last write to the answer's arrival), without
+    /// fulcrum's delays; None when the kernel gave no receive timestamp.
+    pub fn server_time(&self) -> Option<Duration> {
+        match self.answer_ns.load(Relaxed) {
+            0 => None,
+            ns => Some(Duration::from_nanos(ns + self.connect_ns.load(Relaxed))),
+        }
     }
 
     fn has(&self, flag: u8) -> bool {
@@ -230,13 +251,20 @@ impl L4Connect for Connector {
                 self.lease.flags.fetch_or(REUSED, Relaxed);
                 tcp
             }
-            None => connect(addr, self.connect_timeout).await?,
+            None => {
+                let started = Instant::now();
+                let tcp = connect(addr, self.connect_timeout).await?;
+                let took = started.elapsed().as_nanos() as u64;
+                self.lease.connect_ns.store(took, Relaxed);
+                tcp
+            }
         };
         Ok(Stream::from(VirtualSocketStream::new(Box::new(
             LentSocket {
                 tcp: Some(tcp),
                 addr,
                 lease: Arc::clone(&self.lease),
+                sent_ns: 0,
             },
         ))))
     }
@@ -257,6 +285,7 @@ async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream> {
         .map_err(|e| Error::because(ErrorType::ConnectError, "failed to set TCP_NODELAY", e))?;
     l4_ext::set_tcp_keepalive(&tcp, &upstream_tcp::dead_peer_detection(timeout))?;
     upstream_tcp::shorten_min_rto(tcp.as_raw_fd(), timeout);
+    server_time::enable(tcp.as_raw_fd());
     Ok(tcp)
 }
 
@@ -267,6 +296,9 @@ struct LentSocket {
     tcp: Option<TcpStream>,
     addr: SocketAddr,
     lease: Arc<Lease>,
+    /// When the request was last written to (ns, server_time's clock); 0
+    /// once its answer began to arrive.
+    sent_ns: u64,
 }
 
 impl LentSocket {
@@ -290,6 +322,40 @@ impl LentSocket {
             _ => {} // closed or broken: dropped
         }
     }
+
+    /// The first read after a write: also takes the kernel's arrival time
+    /// of the answer (server_time.rs).
+    fn poll_read_stamped(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let Some(tcp) = self.tcp.as_ref() else {
+            return Poll::Ready(Err(io::ErrorKind::NotConnected.into()));
+        };
+        loop {
+            std::task::ready!(tcp.poll_read_ready(cx))?;
+            // SAFETY: recvmsg only writes bytes into the unfilled part, and
+            // exactly the n it wrote are marked initialized below.
+            let unfilled = unsafe { buf.unfilled_mut() };
+            let fd = tcp.as_raw_fd();
+            match tcp.try_io(Interest::READABLE, || server_time::recv(fd, unfilled)) {
+                Ok((n, stamp)) => {
+                    // SAFETY: see above.
+                    unsafe { buf.assume_init(n) };
+                    buf.advance(n);
+                    if n > 0 {
+                        let took = stamp.map_or(0, |at| at.saturating_sub(self.sent_ns));
+                        self.lease.answer_ns.store(took, Relaxed);
+                        self.sent_ns = 0;
+                    }
+                    return Poll::Ready(Ok(()));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
 }
 
 impl AsyncRead for LentSocket {
@@ -307,6 +373,9 @@ impl AsyncRead for LentSocket {
             }
             return Poll::Ready(Ok(())); // end of file: Pingora lets go
         }
+        if this.sent_ns != 0 && buf.remaining() > 0 {
+            return this.poll_read_stamped(cx, buf);
+        }
         this.tcp()?.poll_read(cx, buf)
     }
 }
@@ -317,7 +386,14 @@ impl AsyncWrite for LentSocket {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.get_mut().tcp()?.poll_write(cx, buf)
+        let this = self.get_mut();
+        let written = this.tcp()?.poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = written {
+            if n > 0 {
+                this.sent_ns = server_time::now_ns();
+            }
+        }
+        written
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

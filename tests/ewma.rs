@@ -237,3 +237,57 @@ fn p2c_two_servers_alternate_and_the_busy_one_is_avoided() {
     assert_eq!(counts.get(busy), None, "{counts:?}");
     assert_eq!(held.join().unwrap().backend(), busy);
 }
+
+/// A stall of fulcrum itself does not count against the server that was
+/// answering: the sample is the server's time as the kernel saw it (from
+/// the request's write to its answer's arrival), not the time fulcrum took
+/// to get round to reading it. Here fulcrum is stopped (SIGSTOP) while a
+/// server that answers in 100 ms is working, and resumed 600 ms later.
+#[test]
+fn a_stall_of_fulcrum_is_not_the_servers_latency() {
+    let _alone = alone();
+    let (got, seen) = std::sync::mpsc::channel::<()>();
+    let got = Mutex::new(got);
+    let (server, _) = raw::serve(move |mut s| {
+        use std::io::Write;
+        while raw::read_head(&mut s) {
+            let _ = got.lock().unwrap().send(());
+            std::thread::sleep(Duration::from_millis(100));
+            if s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    let f = Fulcrum::start(&pool_with(
+        "svc",
+        "/",
+        &[(server, "")],
+        "selection: ewma\nmax_fails: 0",
+    ));
+    let addr = f.addr;
+    let client = std::thread::spawn(move || {
+        let start = Instant::now();
+        let r = get(addr, "/stall");
+        (r.status, start.elapsed())
+    });
+    seen.recv_timeout(Duration::from_secs(10))
+        .expect("the request reached the server");
+    // The request is written; its answer comes in 100 ms, while fulcrum is
+    // stopped.
+    let pid = f.child.id();
+    signal(pid, "STOP");
+    std::thread::sleep(Duration::from_millis(600));
+    signal(pid, "CONT");
+    let (status, took) = client.join().unwrap();
+    assert_eq!(status, 200);
+    assert!(took >= Duration::from_millis(600), "not stalled: {took:?}");
+    let ewma = f.server_status("svc", server)["ewma_ms"].as_f64();
+    eprintln!("client saw {took:?}; the server's ewma_ms: {ewma:?}");
+    // The server's 100 ms (and some scheduling), not the 600 ms stall.
+    assert!(
+        ewma.is_some_and(|ms| (90.0..400.0).contains(&ms)),
+        "ewma_ms {ewma:?} after a {took:?} request"
+    );
+}
