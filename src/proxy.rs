@@ -484,9 +484,9 @@ impl ProxyHttp for Fulcrum {
         ctx.end_attempt_log(status, took);
         if let Some(attempt) = ctx.current.as_mut() {
             attempt.server().stats.count_response(status, took);
-            // The final response header (not a 100 Continue): a latency sample.
-            // The server's own time where the kernel stamped its answer, so
-            // that fulcrum's delays do not count against it (server_time.rs).
+            // The final response header (not a 100 Continue): a latency
+            // sample, the server's own time where the kernel stamped its
+            // answer, so that fulcrum's delays do not count (server_time.rs).
             if status >= 200 || status == 101 {
                 let server = ctx.lease.as_ref().and_then(|l| l.server_time());
                 attempt.record_response(server.map_or(took, |t| t.min(took)));

@@ -1,10 +1,10 @@
 //! How long a server took to answer as the kernel saw it: from fulcrum's
 //! last write of the request to the arrival of the answer's first bytes
 //! (the socket's receive timestamp, `SO_TIMESTAMPNS`). `ewma` compares
-//! servers by this, so that time fulcrum's own worker spent elsewhere (a
-//! stall of the machine, a backlog of other requests while saturated) does
-//! not count against whichever server was answering then, which is mostly
-//! the fast one.
+//! servers by this, so that time fulcrum's own worker spent elsewhere (on a
+//! backlog of other requests while saturated, or descheduled) does not
+//! count against whichever server was answering then, which is mostly the
+//! fast one.
 //!
 //! Asking for stamps on one socket makes the kernel stamp every packet it
 //! receives (one clock read each) while any socket wants them.
