@@ -9,6 +9,7 @@
 //! Asking for stamps on one socket makes the kernel stamp every packet it
 //! receives (one clock read each) while any socket wants them.
 
+use crate::upstream_tcp;
 use std::io;
 use std::mem::MaybeUninit;
 use std::os::unix::io::RawFd;
@@ -16,18 +17,7 @@ use std::os::unix::io::RawFd;
 /// Asks the kernel to stamp data arriving on `fd`; false if it refused
 /// (then the attempt's own clock is used).
 pub fn enable(fd: RawFd) -> bool {
-    let on: libc::c_int = 1;
-    // SAFETY: fd is a live socket; the value is a c_int whose size is passed.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_TIMESTAMPNS,
-            (&on as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    rc == 0
+    upstream_tcp::set_int_option(fd, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 1).is_ok()
 }
 
 /// Now on the clock of the receive timestamps (CLOCK_REALTIME), in ns.
@@ -38,6 +28,10 @@ pub fn now_ns() -> u64 {
     };
     // SAFETY: ts is a valid timespec to write to.
     unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
+    nanos(&ts)
+}
+
+fn nanos(ts: &libc::timespec) -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
@@ -70,7 +64,7 @@ pub fn recv(fd: RawFd, buf: &mut [MaybeUninit<u8>]) -> io::Result<(usize, Option
         while !c.is_null() {
             if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_TIMESTAMPNS {
                 let ts: libc::timespec = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
-                stamp = Some(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64);
+                stamp = Some(nanos(&ts));
             }
             c = libc::CMSG_NXTHDR(&msg, c);
         }

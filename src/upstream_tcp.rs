@@ -54,25 +54,38 @@ pub fn shorten_min_rto(fd: RawFd, connect_timeout: Duration) {
         return;
     }
     let us = min_rto(connect_timeout).as_micros() as libc::c_int;
-    // SAFETY: fd is the live upstream socket Pingora just connected; the
-    // option value is a c_int whose size is passed along.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd,
-            libc::IPPROTO_TCP,
-            TCP_RTO_MIN_US,
-            (&us as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        let err = std::io::Error::last_os_error();
+    if let Err(err) = set_int_option(fd, libc::IPPROTO_TCP, TCP_RTO_MIN_US, us) {
         if err.raw_os_error() == Some(libc::ENOPROTOOPT) && !UNSUPPORTED.swap(true, Relaxed) {
             info!(
                 "kernel lacks TCP_RTO_MIN_US (Linux 6.15+): a silent pooled upstream \
                  connection is detected ~420ms after the user timeout"
             );
         }
+    }
+}
+
+/// `setsockopt` with an int value.
+pub fn set_int_option(
+    fd: RawFd,
+    level: libc::c_int,
+    option: libc::c_int,
+    value: libc::c_int,
+) -> std::io::Result<()> {
+    // SAFETY: the value is a c_int whose size is passed along; a bad fd or
+    // option is reported as an error, not undefined behaviour.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            option,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
 }
 
