@@ -14,6 +14,7 @@ LABELS = {
     "direct": "direct to backend",
     "fulcrum": "fulcrum",
     "fulcrum-log": "fulcrum, access log on",
+    "fulcrum-nopgo": "fulcrum, without PGO",
     "pingora": "bare Pingora",
     "nginx": "nginx",
     "haproxy": "HAProxy",
@@ -58,7 +59,7 @@ def versions(args):
     return {
         "fulcrum": f"{sh(args.fulcrum, '--version')}, git {commit}"
         + (" (with uncommitted changes to src/)" if dirty else "")
-        + f", {sh('rustc', '--version')}",
+        + f", {sh('rustc', '--version')}; build: {args.build}",
         "nginx": sh("nginx", "-v").replace("nginx version: ", ""),
         "HAProxy": sh("haproxy", "-v").splitlines()[0],
         "wrk": sh("wrk", "-v").splitlines()[0].split(" Copyright")[0],
@@ -342,6 +343,7 @@ def main():
     ap.add_argument("--png", required=True)
     ap.add_argument("--png-ref", required=True, help="the chart's path as linked from the markdown")
     ap.add_argument("--command", required=True)
+    ap.add_argument("--build", default="not given", help="how the fulcrum binary was built")
     ap.add_argument("--settings", required=True)
     ap.add_argument("--repo", required=True)
     ap.add_argument("--fulcrum", required=True)

@@ -3,7 +3,7 @@
 # in this directory). Sets up the same loopback topology for every contender,
 # runs the scenarios with wrk, and writes BENCHMARKS.md and ratios.png.
 #
-#   deploy/bench/run.sh [--quick] [--no-install] [--bin-dir DIR] [--out DIR] [--keep]
+#   deploy/bench/run.sh [--quick] [--no-install] [--no-pgo] [--bin-dir DIR] [--out DIR] [--keep]
 #
 # Every process it starts is a child of this script, recorded by pid and
 # stopped on exit, including on failure or Ctrl-C.
@@ -15,14 +15,18 @@ COMMAND="deploy/bench/run.sh${*:+ $*}"
 
 usage() {
     cat <<EOF
-usage: deploy/bench/run.sh [--quick] [--no-install] [--bin-dir DIR] [--out DIR]
-                           [--scenarios a,b,c,d,e,f,g] [--keep]
-  --quick        about a minute: 1 s runs, 500 idle connections (smoke test)
-  --no-install   do not apt-get install nginx, haproxy, wrk (fail if missing);
-                 no matplotlib download either (built-in PNG writer)
+usage: deploy/bench/run.sh [--quick] [--no-install] [--no-pgo] [--bin-dir DIR]
+                           [--out DIR] [--scenarios a,b,c,d,e,f,g] [--keep]
+  --quick        about a minute: 1 s runs, 500 idle connections (smoke test);
+                 implies --no-pgo
+  --no-install   do not apt-get install nginx, haproxy, wrk, llvm (fail if
+                 missing); no matplotlib download either (built-in PNG writer)
+  --no-pgo       measure fulcrum as 'cargo build --release' builds it, not the
+                 profile-guided build of deploy/build-pgo.sh (the default)
   --bin-dir DIR  use DIR/fulcrum, DIR/fulcrum-demo-backend and (if built)
                  DIR/examples/bare_pingora instead of building them with
-                 'cargo build --release --bins --example bare_pingora'
+                 'cargo build --release --bins --example bare_pingora' and
+                 deploy/build-pgo.sh
   --out DIR      write BENCHMARKS.md and ratios.png to DIR
                  (default: BENCHMARKS.md at the repo root, deploy/bench/ratios.png)
   --scenarios L  run only these scenarios (comma-separated; default: all)
@@ -33,11 +37,12 @@ fulcrum config (top level, e.g. 'work_stealing: false'); BENCH_CONTENDERS
 EOF
 }
 
-QUICK=0 INSTALL=1 KEEP=0 BIN_DIR="" OUT="" ONLY=a,b,c,d,e,f,g
+QUICK=0 INSTALL=1 KEEP=0 PGO=1 BIN_DIR="" OUT="" ONLY=a,b,c,d,e,f,g
 while [ $# -gt 0 ]; do
     case $1 in
     --quick) QUICK=1 ;;
     --no-install) INSTALL=0 ;;
+    --no-pgo) PGO=0 ;;
     --keep) KEEP=1 ;;
     --scenarios) ONLY=${2:?--scenarios needs a list}; shift ;;
     --bin-dir) BIN_DIR=$(cd "${2:?--bin-dir needs a directory}" && pwd); shift ;;
@@ -52,6 +57,7 @@ log() { echo "bench: [${SECONDS}s] $*" >&2; }
 die() { log "error: $*"; exit 1; }
 
 if [ "$QUICK" = 1 ]; then
+    PGO=0
     DUR=1 WARM=0 IDLE_CONNS=500 HOLD=1 RATE=2000 ROUNDS_D=1
 else
     # d's p99 moves by 2x from run to run: the report takes the median of
@@ -84,10 +90,22 @@ command -v python3 >/dev/null || die "python3 is needed"
 # The real interpreter: a version manager's shim (pyenv) costs a second per call.
 PYTHON=$(python3 -c 'import sys; print(sys.executable)')
 
+# fulcrum as measured: the profile-guided build when this script builds it
+# (what deploy/build-pgo.sh gives users), and the plain one beside it in a).
+PGO_BIN="" BUILD="given by --bin-dir"
 if [ -z "$BIN_DIR" ]; then
     log "cargo build --release --bins --example bare_pingora"
     (cd "$REPO" && cargo build --release --bins --example bare_pingora --quiet)
     BIN_DIR=${CARGO_TARGET_DIR:-$REPO/target}/release
+    BUILD="cargo build --release"
+    if [ "$PGO" = 1 ]; then
+        log "deploy/build-pgo.sh (about 6 minutes; --no-pgo skips it)"
+        pgo_opts=()
+        [ "$INSTALL" = 0 ] || pgo_opts=(--install)
+        PGO_BIN=$("$REPO/deploy/build-pgo.sh" "${pgo_opts[@]}" | tail -1) ||
+            die "the profile-guided build failed (see above); --no-pgo measures the plain release build"
+        BUILD="profile-guided, deploy/build-pgo.sh (bare Pingora and 'fulcrum, without PGO': cargo build --release)"
+    fi
 fi
 if [ ! -x "$BIN_DIR/fulcrum" ] || [ ! -x "$BIN_DIR/fulcrum-demo-backend" ]; then
     die "no fulcrum binaries in $BIN_DIR"
@@ -124,6 +142,14 @@ RESULTS=$WORK/results.jsonl
 mkdir "$WORK/bin"
 cp "$BIN_DIR/fulcrum" "$BIN_DIR/fulcrum-demo-backend" "$WORK/bin/"
 FULCRUM=$WORK/bin/fulcrum
+# With PGO, "fulcrum" is the profile-guided binary and the plain one is kept
+# as the contender fulcrum-nopgo.
+NOPGO=""
+if [ -n "$PGO_BIN" ]; then
+    mv "$WORK/bin/fulcrum" "$WORK/bin/fulcrum-nopgo"
+    NOPGO=$WORK/bin/fulcrum-nopgo
+    cp "$PGO_BIN" "$FULCRUM"
+fi
 BACKEND=$WORK/bin/fulcrum-demo-backend
 # The floor under fulcrum: Pingora alone (examples/bare_pingora.rs).
 BARE=""
@@ -364,16 +390,18 @@ haproxy_conf() {
 # contender (fulcrum | pingora | nginx | haproxy) on a new port; sets PORT
 # and PID.
 proxy() {
-    local kind=$1 name=$2 cpu=$3 threads=$4 alog=$5 sel=$6 dir
+    local kind=$1 name=$2 cpu=$3 threads=$4 alog=$5 sel=$6 dir bin
     shift 6
     dir=$WORK/$name
     mkdir -p "$dir"
     PORT=$(free_port)
     case $kind in
-    fulcrum)
+    fulcrum | fulcrum-nopgo)
         [ "$alog" = off ] || alog=$dir/access.log
         fulcrum_conf "$dir" "$PORT" "$threads" "$alog" "$sel" "$@"
-        start "$name" "$cpu" "$FULCRUM" -c "$dir/fulcrum.yaml"
+        bin=$FULCRUM
+        [ "$kind" = fulcrum ] || bin=$NOPGO
+        start "$name" "$cpu" "$bin" -c "$dir/fulcrum.yaml"
         STOP_SIGNAL[$PID]=INT # SIGTERM would wait out Pingora's grace period
         ;;
     pingora) # its two upstreams: small=ADDR big=ADDR
@@ -419,6 +447,7 @@ start_contender() {
     direct) PORT=$SMALL_PORT PID=$SMALL_PID ;;
     fulcrum) proxy fulcrum "$scn-$who" "$PROXY_CPU" 1 off least_conn "${UPSTREAMS[@]}" ;;
     fulcrum-log) proxy fulcrum "$scn-$who" "$PROXY_CPU" 1 file least_conn "${UPSTREAMS[@]}" ;;
+    fulcrum-nopgo) proxy fulcrum-nopgo "$scn-$who" "$PROXY_CPU" 1 off least_conn "${UPSTREAMS[@]}" ;;
     pingora) proxy pingora "$scn-$who" "$PROXY_CPU" 1 - - "${UPSTREAMS[@]}" ;;
     nginx | haproxy) proxy "$who" "$scn-$who" "$PROXY_CPU" 1 - - "${UPSTREAMS[@]}" ;;
     esac
@@ -436,6 +465,7 @@ scenario() {
         for who in "$@"; do
             # BENCH_CONTENDERS (e.g. "fulcrum nginx") narrows a run for experiments.
             [[ " ${BENCH_CONTENDERS:-$who} " == *" $who "* ]] || continue
+            [ "$who" != fulcrum-nopgo ] || [ -n "$NOPGO" ] || continue
             if [ "$who" = pingora ] && [ -z "$BARE" ]; then
                 log "  no $BIN_DIR/examples/bare_pingora (cargo build --release --example bare_pingora): its row is left out"
                 continue
@@ -511,7 +541,7 @@ skew_scenario() {
     MEASURE_OPTS=()
 }
 
-if wanted a; then scenario a / direct fulcrum fulcrum-log pingora nginx haproxy; fi
+if wanted a; then scenario a / direct fulcrum fulcrum-log fulcrum-nopgo pingora nginx haproxy; fi
 if wanted b; then
     WRK_OPTS=(-H "Connection: close")
     scenario b / direct fulcrum pingora nginx haproxy
@@ -552,6 +582,6 @@ if [ "$INSTALL" = 1 ] && [ "$QUICK" = 0 ]; then
     fi
 fi
 "$PY" "$HERE/report.py" --results "$RESULTS" --md "$MD" --png "$PNG" --png-ref "$PNG_REF" \
-    --command "$COMMAND" --repo "$REPO" --fulcrum "$FULCRUM" \
+    --command "$COMMAND" --repo "$REPO" --fulcrum "$FULCRUM" --build "$BUILD" \
     --settings "duration=${DUR}s warmup=${WARM}s rounds_of_d=$ROUNDS_D connections=$CONNS rate=$RATE idle=$IDLE_CONNS proxy_cpu=${PROXY_CPU:-any} load_cpu=${LOAD_CPU:-any} binaries=$BIN_DIR load_average_at_start=$LOAD_START"
 log "wrote $MD and $PNG"
