@@ -104,7 +104,7 @@ if [ -z "$BIN_DIR" ]; then
         [ "$INSTALL" = 0 ] || pgo_opts=(--install)
         PGO_BIN=$("$REPO/deploy/build-pgo.sh" "${pgo_opts[@]}" | tail -1) ||
             die "the profile-guided build failed (see above); --no-pgo measures the plain release build"
-        BUILD="profile-guided, deploy/build-pgo.sh (bare Pingora and 'fulcrum, without PGO': cargo build --release)"
+        BUILD="profile-guided, deploy/build-pgo.sh: $PGO_BIN (bare Pingora and 'fulcrum, without PGO': cargo build --release)"
     fi
 fi
 if [ ! -x "$BIN_DIR/fulcrum" ] || [ ! -x "$BIN_DIR/fulcrum-demo-backend" ]; then
@@ -387,8 +387,8 @@ haproxy_conf() {
 }
 
 # proxy KIND NAME CPU THREADS ACCESS_LOG SELECTION SERVERS...: starts a
-# contender (fulcrum | pingora | nginx | haproxy) on a new port; sets PORT
-# and PID.
+# contender (fulcrum | fulcrum-nopgo | pingora | nginx | haproxy) on a new
+# port; sets PORT and PID.
 proxy() {
     local kind=$1 name=$2 cpu=$3 threads=$4 alog=$5 sel=$6 dir bin
     shift 6
