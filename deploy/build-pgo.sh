@@ -145,7 +145,6 @@ EOF
     wrk -t1 -c50 -d3s -H "Connection: close" "$url/" >/dev/null
     wrk -t1 -c50 -d3s "$url/big" >/dev/null
     wrk -t1 -c50 -d3s "$url/skew" >/dev/null
-    curl -sf -o /dev/null "$url/status" || true
     kill -INT "$pid"
     wait "$pid" || die "the instrumented fulcrum exited with $?: $(tail -5 "$WORK/fulcrum.log")"
     FULCRUM_PID=""
