@@ -17,7 +17,9 @@ set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/.." && pwd)
+# Absolute: rustc reads the profile path from each crate's own directory.
 TARGET=${CARGO_TARGET_DIR:-$REPO/target}
+TARGET=$(cd "$REPO" && mkdir -p "$TARGET" && cd "$TARGET" && pwd)
 PROFILES=$TARGET/pgo-profiles
 INSTALL=0
 case ${1:-} in
