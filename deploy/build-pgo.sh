@@ -17,6 +17,8 @@ set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/.." && pwd)
+# shellcheck source=deploy/lib.sh disable=SC1091
+. "$HERE/lib.sh"
 # Absolute: rustc reads the profile path from each crate's own directory.
 TARGET=${CARGO_TARGET_DIR:-$REPO/target}
 TARGET=$(cd "$REPO" && mkdir -p "$TARGET" && cd "$TARGET" && pwd)
@@ -30,14 +32,6 @@ esac
 
 log() { echo "build-pgo: [${SECONDS}s] $*" >&2; }
 die() { log "error: $*"; exit 1; }
-
-apt_install() {
-    local sudo=()
-    [ "$(id -u)" -eq 0 ] || sudo=(sudo)
-    log "apt-get install $*"
-    "${sudo[@]}" apt-get update -qq >/dev/null
-    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "$@" >/dev/null
-}
 
 # llvm-profdata must read the profile format of rustc's own LLVM.
 LLVM_MAJOR=$(rustc -vV | sed -n 's/^LLVM version: \([0-9]*\).*/\1/p')
@@ -59,6 +53,7 @@ PROFDATA=$(find_profdata) || missing+=("llvm-$LLVM_MAJOR")
 for tool in wrk curl; do command -v "$tool" >/dev/null || missing+=("$tool"); done
 if [ ${#missing[@]} -gt 0 ]; then
     [ "$INSTALL" = 1 ] || die "missing: ${missing[*]} (apt-get install ${missing[*]}, or run with --install; without PGO: cargo build --release)"
+    log "apt-get install ${missing[*]}"
     apt_install "${missing[@]}"
     PROFDATA=$(find_profdata) || die "no llvm-profdata for LLVM $LLVM_MAJOR after installing llvm-$LLVM_MAJOR"
 fi
@@ -110,7 +105,7 @@ backend big --body-size 65536
 BIG=$ADDR
 backend slow --delay-ms 20
 SLOW=$ADDR
-PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+PORT=$(free_port python3)
 
 # train ACCESS_LOG: one instrumented run under wrk; its profile is written
 # when it exits (SIGINT: Pingora's fast shutdown, a normal exit).

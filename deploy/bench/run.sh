@@ -11,6 +11,8 @@ set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
+# shellcheck source=deploy/lib.sh disable=SC1091
+. "$REPO/deploy/lib.sh"
 COMMAND="deploy/bench/run.sh${*:+ $*}"
 
 usage() {
@@ -79,12 +81,8 @@ if [ ${#missing[@]} -gt 0 ]; then
     for tool in "${missing[@]}"; do
         case $tool in taskset) pkgs+=(util-linux) ;; *) pkgs+=("$tool") ;; esac
     done
-    if [ "$(id -u)" -eq 0 ]; then SUDO=(); else SUDO=(sudo); fi
     log "installing ${pkgs[*]}"
-    "${SUDO[@]}" apt-get update -qq
-    # The packages' own services are not wanted (Debian may start nginx on
-    # :80); policy-rc.d, where present, already prevents that.
-    DEBIAN_FRONTEND=noninteractive "${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
+    apt_install "${pkgs[@]}"
 fi
 command -v python3 >/dev/null || die "python3 is needed"
 # The real interpreter: a version manager's shim (pyenv) costs a second per call.
@@ -207,10 +205,6 @@ stop() {
     stop_pid "$pid"
     for p in "${PIDS[@]}"; do [ "$p" = "$pid" ] || keep+=("$p"); done
     PIDS=("${keep[@]}")
-}
-
-free_port() {
-    "$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
 wait_ready() { # PORT PID NAME: until GET / answers 200
@@ -394,7 +388,7 @@ proxy() {
     shift 6
     dir=$WORK/$name
     mkdir -p "$dir"
-    PORT=$(free_port)
+    PORT=$(free_port "$PYTHON")
     case $kind in
     fulcrum | fulcrum-nopgo)
         [ "$alog" = off ] || alog=$dir/access.log
@@ -465,7 +459,6 @@ scenario() {
         for who in "$@"; do
             # BENCH_CONTENDERS (e.g. "fulcrum nginx") narrows a run for experiments.
             [[ " ${BENCH_CONTENDERS:-$who} " == *" $who "* ]] || continue
-            [ "$who" != fulcrum-nopgo ] || [ -n "$NOPGO" ] || continue
             if [ "$who" = pingora ] && [ -z "$BARE" ]; then
                 log "  no $BIN_DIR/examples/bare_pingora (cargo build --release --example bare_pingora): its row is left out"
                 continue
@@ -541,7 +534,7 @@ skew_scenario() {
     MEASURE_OPTS=()
 }
 
-if wanted a; then scenario a / direct fulcrum fulcrum-log fulcrum-nopgo pingora nginx haproxy; fi
+if wanted a; then scenario a / direct fulcrum fulcrum-log ${NOPGO:+fulcrum-nopgo} pingora nginx haproxy; fi
 if wanted b; then
     WRK_OPTS=(-H "Connection: close")
     scenario b / direct fulcrum pingora nginx haproxy
