@@ -397,14 +397,10 @@ impl ProxyHttp for Fulcrum {
         _digest: Option<&pingora::protocols::Digest>,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if ctx.lease.as_ref().is_none_or(|l| l.reused()) {
-            return Ok(());
-        }
-        if let Some(attempt) = ctx.current.as_ref() {
-            attempt
-                .server()
-                .stats
-                .count_connect(ctx.attempt_start.elapsed());
+        // The connector timed the connect itself (upstream_conn.rs).
+        let took = ctx.lease.as_ref().and_then(|l| l.connect_time());
+        if let (Some(took), Some(attempt)) = (took, ctx.current.as_ref()) {
+            attempt.server().stats.count_connect(took);
         }
         Ok(())
     }

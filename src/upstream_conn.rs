@@ -195,6 +195,14 @@ impl Lease {
         self.flags.fetch_or(COMPLETE, Relaxed);
     }
 
+    /// How long opening the connection took, when this attempt opened one.
+    pub fn connect_time(&self) -> Option<Duration> {
+        match self.connect_ns.load(Relaxed) {
+            0 => None,
+            ns => Some(Duration::from_nanos(ns)),
+        }
+    }
+
     /// The server's own time for this attempt (connecting, if it had to,
     /// then from the request's last write to the answer's arrival), without
     /// fulcrum's delays; None when the kernel gave no receive timestamp.
@@ -254,7 +262,8 @@ impl L4Connect for Connector {
             None => {
                 let started = Instant::now();
                 let tcp = connect(addr, self.connect_timeout).await?;
-                let took = started.elapsed().as_nanos() as u64;
+                // At least 1: 0 means "did not connect".
+                let took = (started.elapsed().as_nanos() as u64).max(1);
                 self.lease.connect_ns.store(took, Relaxed);
                 tcp
             }
