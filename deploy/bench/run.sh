@@ -64,7 +64,7 @@ if [ "$QUICK" = 1 ]; then
 else
     # d's p99 moves by 2x from run to run: the report takes the median of
     # ROUNDS_D interleaved runs per contender.
-    DUR=10 WARM=2 IDLE_CONNS=10000 HOLD=3 RATE=5000 ROUNDS_D=3
+    DUR=10 WARM=2 IDLE_CONNS=10000 HOLD=3 RATE=5000 ROUNDS_D=5
 fi
 CONNS=50 # client connections for every wrk run
 
