@@ -28,7 +28,9 @@ SKEW_LABELS = {"nginx": "nginx least_conn, 2 workers", "haproxy": "HAProxy least
 
 SCENARIOS = {
     "a": ("a) Small responses, client keepalive",
-          "11-byte responses, 50 keepalive client connections (wrk -t1 -c50)."),
+          "11-byte responses, 50 keepalive client connections (wrk -t1 -c50). "
+          "Each contender ran {rounds_a} time(s), interleaved (all once, then again); its row is "
+          "the run with the median CPU per request, and the CPU cell lists every run's in run order."),
     "b": ("b) Small responses, new connection per request",
           "As a), with `Connection: close` on every request: one TCP connection "
           "per request on the client side (upstream connections are still reused)."),
@@ -37,7 +39,7 @@ SCENARIOS = {
     "d": ("d) Fixed offered rate (latency at equal load)",
           "{rate} requests/s offered over 50 keepalive connections, well below "
           "every contender's saturation: wrk paced by wrk_report.lua (see README). "
-          "Each contender ran {rounds} time(s), interleaved (all once, then again); its row is "
+          "Each contender ran {rounds_d} time(s), interleaved (all once, then again); its row is "
           "the run with the median p99, and the p99 cell lists every run's in run order."),
 }
 
@@ -92,21 +94,27 @@ def table(head, rows):
     return "\n".join(lines)
 
 
+# Repeated runs are summarised by the scenario's headline: CPU per request
+# at saturation (a), p99 at the fixed rate (d).
+MEDIAN_KEY = {"a": "cpu_ms_per_1k", "d": "p99_ms"}
+
+
 def median_runs(rows):
-    """Repeated runs of a contender in a scenario (d) become one row: the run
-    with the median p99 (the lower one of two middles), with every run's p99
-    in p99_runs, in run order."""
+    """Repeated runs of a contender in a scenario (a, d) become one row: the
+    run with the median of the scenario's MEDIAN_KEY (the lower one of two
+    middles), with every run's value of that key in `runs`, in run order."""
     groups = {}
     for r in rows:
         groups.setdefault((r["scenario"], r["contender"]), []).append(r)
     out = []
-    for runs in groups.values():
+    for (scn, _), runs in groups.items():
         if len(runs) == 1:
             out.append(runs[0])
             continue
-        measured = sorted((r for r in runs if r.get("p99_ms") is not None), key=lambda r: r["p99_ms"])
+        key = MEDIAN_KEY.get(scn, "p99_ms")
+        measured = sorted((r for r in runs if r.get(key) is not None), key=lambda r: r[key])
         row = dict(measured[(len(measured) - 1) // 2] if measured else runs[0])
-        row["p99_runs"] = [r.get("p99_ms") for r in runs]
+        row["runs"] = (key, [r.get(key) for r in runs])
         out.append(row)
     return out
 
@@ -128,10 +136,11 @@ class Results:
         return ratio(r.get(key), b.get(key))
 
 
-def p99_cell(r):
-    runs = r.get("p99_runs")
-    text = fmt(r["p99_ms"], 3)
-    return text + f" ({' / '.join(fmt(v, 3) for v in runs)})" if runs else text
+def cell(r, key, digits):
+    """`key`'s value, followed by every run's when the row stands for several."""
+    text = fmt(r[key], digits)
+    runs_key, runs = r.get("runs", (None, None))
+    return text + f" ({' / '.join(fmt(v, digits) for v in runs)})" if runs_key == key else text
 
 
 def load_table(res, scn):
@@ -141,8 +150,8 @@ def load_table(res, scn):
         direct = r["contender"] == "direct"
         rows.append([
             LABELS.get(r["contender"], r["contender"]),
-            fmt(r["rps"]), fmt(r["p50_ms"], 3), p99_cell(r), fmt(r["p999_ms"], 3),
-            fmt(r["cpu_ms_per_1k"], 1) + (" (backend)" if direct else ""),
+            fmt(r["rps"]), fmt(r["p50_ms"], 3), cell(r, "p99_ms", 3), fmt(r["p999_ms"], 3),
+            cell(r, "cpu_ms_per_1k", 1) + (" (backend)" if direct else ""),
             fmt(r.get("sys_ms_per_1k"), 1),
             fmt(r["peak_rss_kb"] / 1024, 1),
             "—" if direct else rx(ratio(r["cpu_ms_per_1k"], base.get("cpu_ms_per_1k"))),
@@ -387,7 +396,9 @@ def main():
         "",
     ]
     for scn, (head, text) in SCENARIOS.items():
-        out += [f"## {head}", "", text.format(rate=settings.get("rate", "?"), rounds=settings.get("rounds_of_d", "1")), "", load_table(res, scn), ""]
+        text = text.format(rate=settings.get("rate", "?"), rounds_a=settings.get("rounds_of_a", "1"),
+                           rounds_d=settings.get("rounds_of_d", "1"))
+        out += [f"## {head}", "", text, "", load_table(res, scn), ""]
     out += [
         "## e) Idle keepalive connections",
         "",

@@ -60,11 +60,12 @@ die() { log "error: $*"; exit 1; }
 
 if [ "$QUICK" = 1 ]; then
     PGO=0
-    DUR=1 WARM=0 IDLE_CONNS=500 HOLD=1 RATE=2000 ROUNDS_D=1
+    DUR=1 WARM=0 IDLE_CONNS=500 HOLD=1 RATE=2000 ROUNDS_A=1 ROUNDS_D=1
 else
-    # d's p99 moves by 2x from run to run: the report takes the median of
-    # ROUNDS_D interleaved runs per contender.
-    DUR=10 WARM=2 IDLE_CONNS=10000 HOLD=3 RATE=5000 ROUNDS_D=5
+    # d's p99 moves by 2x from run to run, a's CPU per request by 15-25%
+    # (2026-12-04): the report takes the median of ROUNDS_A / ROUNDS_D
+    # interleaved runs per contender.
+    DUR=10 WARM=2 IDLE_CONNS=10000 HOLD=3 RATE=5000 ROUNDS_A=3 ROUNDS_D=5
 fi
 CONNS=50 # client connections for every wrk run
 
@@ -534,7 +535,7 @@ skew_scenario() {
     MEASURE_OPTS=()
 }
 
-if wanted a; then scenario a / direct fulcrum fulcrum-log ${NOPGO:+fulcrum-nopgo} pingora nginx haproxy; fi
+if wanted a; then ROUNDS=$ROUNDS_A scenario a / direct fulcrum fulcrum-log ${NOPGO:+fulcrum-nopgo} pingora nginx haproxy; fi
 if wanted b; then
     WRK_OPTS=(-H "Connection: close")
     scenario b / direct fulcrum pingora nginx haproxy
@@ -576,5 +577,5 @@ if [ "$INSTALL" = 1 ] && [ "$QUICK" = 0 ]; then
 fi
 "$PY" "$HERE/report.py" --results "$RESULTS" --md "$MD" --png "$PNG" --png-ref "$PNG_REF" \
     --command "$COMMAND" --repo "$REPO" --fulcrum "$FULCRUM" --build "$BUILD" \
-    --settings "duration=${DUR}s warmup=${WARM}s rounds_of_d=$ROUNDS_D connections=$CONNS rate=$RATE idle=$IDLE_CONNS proxy_cpu=${PROXY_CPU:-any} load_cpu=${LOAD_CPU:-any} binaries=$BIN_DIR load_average_at_start=$LOAD_START"
+    --settings "duration=${DUR}s warmup=${WARM}s rounds_of_a=$ROUNDS_A rounds_of_d=$ROUNDS_D connections=$CONNS rate=$RATE idle=$IDLE_CONNS proxy_cpu=${PROXY_CPU:-any} load_cpu=${LOAD_CPU:-any} binaries=$BIN_DIR load_average_at_start=$LOAD_START"
 log "wrote $MD and $PNG"
