@@ -93,9 +93,7 @@ backend() {
     "$BACKEND" --name "$name" --listen 127.0.0.1:0 --port-file "$WORK/$name.port" \
         --threads 1 "$@" >"$WORK/$name.log" 2>&1 &
     PIDS+=($!)
-    for _ in $(seq 100); do [ -s "$WORK/$name.port" ] && break; sleep 0.05; done
-    ADDR=$(awk '{ print $2 }' "$WORK/$name.port")
-    [ -n "$ADDR" ] || die "backend $name did not start: $(cat "$WORK/$name.log")"
+    ADDR=$(demo_backend_addr "$WORK/$name.port") || die "backend $name did not start: $(cat "$WORK/$name.log")"
 }
 backend a --body-size 11
 A=$ADDR

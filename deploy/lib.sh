@@ -16,3 +16,11 @@ apt_install() {
 free_port() {
     "${1:-python3}" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
+
+# demo_backend_addr PORT_FILE: waits up to 5 s for the port file a demo
+# backend (--port-file) writes once it listens, and prints its address
+# (HOST:PORT); prints nothing if it never came.
+demo_backend_addr() {
+    for _ in $(seq 100); do [ -s "$1" ] && break; sleep 0.05; done
+    [ -s "$1" ] && awk '{ print $2 }' "$1"
+}

@@ -224,9 +224,8 @@ backend() {
     rm -f "$WORK/$name.port" # a backend of this name may have run before (f, then g)
     start "$name" "$cpu" "$BACKEND" --name "$name" --listen 127.0.0.1:0 \
         --port-file "$WORK/$name.port" --threads 1 "$@"
-    for _ in $(seq 100); do [ -s "$WORK/$name.port" ] && break; sleep 0.05; done
-    PORT=$(awk '{ split($2, a, ":"); print a[2] }' "$WORK/$name.port")
-    [ -n "$PORT" ] || die "backend $name did not start: $(cat "$WORK/$name.log")"
+    PORT=$(demo_backend_addr "$WORK/$name.port") || die "backend $name did not start: $(cat "$WORK/$name.log")"
+    PORT=${PORT##*:}
     wait_ready "$PORT" "$PID" "$name"
 }
 
