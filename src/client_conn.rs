@@ -73,13 +73,24 @@ const WHOLE_HEADER_CAP: usize = 64 * 1024;
 /// Whether `buf` holds a whole request header: an empty line (CRLF or bare
 /// LF, both of which Pingora's parser accepts) after the request line.
 fn header_complete(buf: &[u8]) -> bool {
-    // The usual case: the read ends with the header (no body yet).
-    if buf.ends_with(b"\r\n\r\n") {
-        return true;
+    header_end(buf).is_some()
+}
+
+/// Where the first empty line of `buf` ends. Never past the end of the
+/// request header that Pingora parses (leading empty lines, which it skips,
+/// only make this shorter), which is what [`HeaderDeadline::holds_nothing_more`]
+/// relies on.
+fn header_end(buf: &[u8]) -> Option<usize> {
+    let mut from = 0;
+    while let Some(i) = buf[from..].iter().position(|&b| b == b'\n') {
+        let i = from + i;
+        match &buf[i + 1..] {
+            [b'\n', ..] => return Some(i + 2),
+            [b'\r', b'\n', ..] => return Some(i + 3),
+            _ => from = i + 1,
+        }
     }
-    buf.iter().enumerate().any(|(i, &b)| {
-        b == b'\n' && (buf.get(i + 1) == Some(&b'\n') || buf[i + 1..].starts_with(b"\r\n"))
-    })
+    None
 }
 
 /// Small writes of a response (header, then a short body) are gathered up to
@@ -176,6 +187,10 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for ClientLimits<A> {
         );
         let mut settings: Option<HttpPersistentSettings> = None;
         let mut first = true;
+        // Pingora may already hold the next request's first bytes (the
+        // client pipelined): its session must start at once, since waiting
+        // here for more bytes would wait for a client that waits for us.
+        let mut pipelined = false;
         // Registered before `closing` is read (in next_request), so a cleanup
         // in between still wakes it; a notification that arrives during a
         // request is kept and closes the connection after that request.
@@ -184,7 +199,19 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for ClientLimits<A> {
         closed.as_mut().enable();
         // Pingora's HTTP/1 keepalive loop (its ServerApp for HTTP apps), with
         // the wait for each request moved ahead of the session (module doc).
-        while let Some(start) = self.next_request(&mut conn, first, closed.as_mut()).await {
+        loop {
+            let start = if pipelined {
+                if self.closing.load(Relaxed) {
+                    break;
+                }
+                conn.out.release();
+                None
+            } else {
+                match self.next_request(&mut conn, first, closed.as_mut()).await {
+                    Some(start) => Some(start),
+                    None => break,
+                }
+            };
             let session = new_session(conn, start, settings.take(), shutdown);
             // This worker thread's proxy (the connection stays on the thread).
             let app = self.inner.current();
@@ -197,6 +224,9 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for ClientLimits<A> {
                 Ok(c) => c,
                 Err(_) => break, // not ours: cannot happen, close to be safe
             };
+            // Once pipelined, Pingora's session reads each following request
+            // itself: the bytes it holds are not visible from here.
+            pipelined = pipelined || !conn.consumed_all();
             first = false;
         }
         drop(open);
@@ -224,24 +254,35 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for ClientLimits<A> {
     }
 }
 
-/// Pingora's session for the request that begins with `start`. Built
-/// outside the connection's future: a session made there (and borrowed, to
-/// set it up) keeps its ~0.8 KB in that future for the connection's life,
-/// idle or not.
+/// Pingora's session for the next request: one that begins with `start`,
+/// or, with `None`, one whose first bytes Pingora kept from the previous
+/// request (carried in `settings`) or reads itself. Built outside the
+/// connection's future: a session made there (and borrowed, to set it up)
+/// keeps its ~0.8 KB in that future for the connection's life, idle or not.
 fn new_session(
-    conn: Box<HeaderDeadline>,
-    start: BytesMut,
+    mut conn: Box<HeaderDeadline>,
+    start: Option<BytesMut>,
     settings: Option<HttpPersistentSettings>,
     shutdown: &ShutdownWatch,
 ) -> ServerSession {
+    conn.begin_request(start.as_deref());
     let mut session = ServerSession::new_http1(conn);
     match settings {
+        // Carries the pipelining switch and any bytes of the next request.
         Some(s) => s.apply_to_session(&mut session),
-        // As Pingora: 60 s per read; the proxy sets the configured
-        // keepalive once it has the request.
-        None => session.set_keepalive((!*shutdown.borrow()).then_some(60)),
+        None => {
+            // As Pingora: 60 s per read; the proxy sets the configured
+            // keepalive once it has the request.
+            session.set_keepalive((!*shutdown.borrow()).then_some(60));
+            // Requests the client pipelined are answered in order (RFC 9112
+            // §9.3.2); without this Pingora closes the connection after the
+            // first of them.
+            session.set_pipelining_enabled(true);
+        }
     }
-    session.set_pipelined_prefix(start);
+    if let Some(start) = start {
+        session.set_pipelined_prefix(start);
+    }
     session
 }
 
@@ -284,6 +325,15 @@ pub struct HeaderDeadline {
     partial: AtomicBool,
     partial_count: Option<Arc<AtomicUsize>>,
     out: OutBuf,
+    /// Bytes handed to Pingora for the current request: its start and every
+    /// read since. Pingora holds nothing of a next request when this equals
+    /// the request's length on the wire (see [`Self::consumed_all`]).
+    given: u64,
+    /// The current request header's length, when it was seen whole here.
+    header_len: Option<u64>,
+    /// Its body's length, once the header is parsed; `u64::MAX`: unknown
+    /// (chunked, or not parsed).
+    body_len: AtomicU64,
 }
 
 /// Gathers small writes into one, as tokio's `BufWriter` does, but its
@@ -389,6 +439,29 @@ impl HeaderDeadline {
             partial: AtomicBool::new(false),
             partial_count: None,
             out: OutBuf::default(),
+            given: 0,
+            header_len: None,
+            body_len: AtomicU64::new(u64::MAX),
+        }
+    }
+
+    /// A session starts with `start` (`None`: with what Pingora kept).
+    fn begin_request(&mut self, start: Option<&[u8]>) {
+        self.given = start.map_or(0, |s| s.len() as u64);
+        self.header_len = start.and_then(header_end).map(|n| n as u64);
+        self.body_len.store(u64::MAX, Relaxed);
+    }
+
+    /// Whether Pingora was given exactly the current request and nothing
+    /// past it. Pingora reads only through this stream, so when the header
+    /// and body lengths add up to what it was given, it holds no byte of a
+    /// next request; otherwise it may (pipelining), and the next session
+    /// must start without waiting for the client.
+    fn consumed_all(&self) -> bool {
+        let body = self.body_len.load(Relaxed);
+        match self.header_len {
+            Some(header) if body != u64::MAX => header.saturating_add(body) == self.given,
+            _ => false,
         }
     }
 
@@ -482,13 +555,30 @@ impl HeaderDeadline {
     }
 }
 
-/// The request header is complete: stop the clock.
+/// The request header is complete: stop the clock, and note the body's
+/// length for [`HeaderDeadline::consumed_all`].
 pub fn header_received(session: &Session) {
     if let Some(h) = HeaderDeadline::of(session) {
+        h.body_len.store(
+            body_length(session.req_header()).unwrap_or(u64::MAX),
+            Relaxed,
+        );
         h.armed.store(false, Relaxed);
         h.deadline_ms.store(0, Relaxed);
         h.awaiting.store(false, Relaxed);
         h.set_partial(false);
+    }
+}
+
+/// The body's length on the wire as Pingora reads it, where it is fixed by
+/// the header: `None` for a chunked (or otherwise encoded) body.
+fn body_length(req: &pingora::http::RequestHeader) -> Option<u64> {
+    if req.headers.contains_key(http::header::TRANSFER_ENCODING) {
+        return None;
+    }
+    match req.headers.get(http::header::CONTENT_LENGTH) {
+        None => Some(0),
+        Some(_) => crate::limits::declared_length(req),
     }
 }
 
@@ -527,6 +617,7 @@ impl AsyncRead for HeaderDeadline {
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
                 if buf.filled().len() > before {
+                    this.given += (buf.filled().len() - before) as u64;
                     if this.armed.swap(false, Relaxed) {
                         let deadline = clock_ms() + this.timeout_ms.load(Relaxed);
                         this.deadline_ms.store(deadline, Relaxed);

@@ -25,6 +25,7 @@ use crate::config::LimitsConfig;
 use pingora::http::RequestHeader;
 use pingora::proxy::Session;
 use pingora::{Error, ErrorType};
+use pingora_http::authority::raw_target_authority;
 
 /// Why a request is refused before it is routed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,6 +74,13 @@ pub fn check_request(raw: &[u8], req: &RequestHeader, limits: &LimitsConfig) -> 
             ),
         ));
     }
+    // RFC 9112 §3.2; nginx too, where the target has no authority either.
+    if req.version == http::Version::HTTP_11
+        && !req.headers.contains_key(http::header::HOST)
+        && !has_absolute_target(req)
+    {
+        return Err(Reject::new(400, "HTTP/1.1 request without Host"));
+    }
     // The raw scan is only needed when the parsed map says there is a body:
     // without either field Pingora reads no body and forwards neither.
     let h = &req.headers;
@@ -87,6 +95,12 @@ pub fn check_request(raw: &[u8], req: &RequestHeader, limits: &LimitsConfig) -> 
         }
     }
     Ok(())
+}
+
+/// `GET http://h/p`: the target names the host (RFC 9112 §3.2.2).
+pub fn has_absolute_target(req: &RequestHeader) -> bool {
+    let raw = req.raw_path();
+    raw.first() != Some(&b'/') && raw_target_authority(raw).authority().is_some()
 }
 
 /// Checks that the body framing can be read only one way.
@@ -231,6 +245,16 @@ mod tests {
     }
 
     #[test]
+    fn an_http11_request_needs_a_host_unless_its_target_has_one() {
+        assert_eq!(status("GET / HTTP/1.1\r\n\r\n"), Some(400));
+        assert_eq!(status("GET http://a/ HTTP/1.1\r\n\r\n"), None);
+        let mut old = parse("GET / HTTP/1.1\r\n\r\n");
+        old.set_version(http::Version::HTTP_10);
+        let ok = check_request(b"GET / HTTP/1.0\r\n\r\n", &old, &LimitsConfig::default());
+        assert_eq!(ok, Ok(()), "HTTP/1.0 may omit Host");
+    }
+
+    #[test]
     fn ambiguous_framing_is_400() {
         for raw in [
             "POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
@@ -264,17 +288,23 @@ mod tests {
             max_header_count: 3,
             ..LimitsConfig::default()
         };
-        let big = format!("GET / HTTP/1.1\r\nX-Big: {}\r\n\r\n", "a".repeat(1000));
+        let big = format!(
+            "GET / HTTP/1.1\r\nHost: a\r\nX-Big: {}\r\n\r\n",
+            "a".repeat(1000)
+        );
         assert_eq!(check(&big, &limits).unwrap_err().status, 431);
-        let exact = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(1024 - 23));
+        let exact = format!(
+            "GET / HTTP/1.1\r\nHost: a\r\nX: {}\r\n\r\n",
+            "a".repeat(1024 - 32)
+        );
         assert_eq!(exact.len(), 1024);
         assert_eq!(check(&exact, &limits), Ok(()));
-        let many = "GET / HTTP/1.1\r\nA: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\n\r\n";
+        let many = "GET / HTTP/1.1\r\nHost: a\r\nB: 2\r\nC: 3\r\nD: 4\r\n\r\n";
         let r = check(many, &limits).unwrap_err();
         assert_eq!(r.status, 431);
         assert!(r.reason.contains("4 header fields"), "{}", r.reason);
         assert_eq!(
-            check("GET / HTTP/1.1\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n", &limits),
+            check("GET / HTTP/1.1\r\nHost: a\r\nB: 2\r\nC: 3\r\n\r\n", &limits),
             Ok(())
         );
     }
@@ -285,10 +315,17 @@ mod tests {
             client_max_body_size: 100,
             ..LimitsConfig::default()
         };
-        let r = check("POST / HTTP/1.1\r\nContent-Length: 101\r\n\r\n", &limits).unwrap_err();
+        let r = check(
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 101\r\n\r\n",
+            &limits,
+        )
+        .unwrap_err();
         assert_eq!(r.status, 413);
         assert_eq!(
-            check("POST / HTTP/1.1\r\nContent-Length: 100\r\n\r\n", &limits),
+            check(
+                "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\n",
+                &limits
+            ),
             Ok(())
         );
         let unlimited = LimitsConfig {

@@ -24,6 +24,7 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{ErrorSource, ErrorType};
+use pingora_http::authority::{raw_target_authority, RawTargetAuthority};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
@@ -429,8 +430,23 @@ impl ProxyHttp for Fulcrum {
         req: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        let authority = to_origin_form(req)?;
         if let Some(uri) = &ctx.upstream_uri {
             req.set_uri(uri.clone());
+        }
+        if !req.headers.contains_key(http::header::HOST) {
+            // Only HTTP/1.0 clients may leave Host out (limits.rs), but the
+            // request goes upstream as HTTP/1.1, which needs one (RFC 9112
+            // §3.2): the target's authority, else the server's address, as
+            // nginx's $proxy_host.
+            let host = match (authority, ctx.tried.last()) {
+                (Some(a), _) => Some(a),
+                (None, Some(addr)) => HeaderValue::try_from(addr.to_string()).ok(),
+                (None, None) => None,
+            };
+            if let Some(host) = host {
+                req.insert_header(http::header::HOST, host)?;
+            }
         }
         if let Some(ip) = client_ip(session) {
             // One value shared by both fields (a HeaderValue clone is a
@@ -476,6 +492,8 @@ impl ProxyHttp for Fulcrum {
         if let Some(lease) = &ctx.lease {
             ResponseEnd::of(&session.req_header().method, resp).tell(lease);
         }
+        // After the lease has read the server's own `Connection`.
+        strip_hop_by_hop(resp);
         let took = ctx.attempt_start.elapsed();
         ctx.end_attempt_log(status, took);
         if let Some(attempt) = ctx.current.as_mut() {
@@ -834,6 +852,70 @@ impl Fulcrum {
             format!("no live upstreams in pool {}", pool.name()),
         )
     }
+}
+
+/// Removes the hop-by-hop fields of a server's response (RFC 9110 §7.6.1):
+/// they describe the connection between the server and fulcrum, not the one
+/// to the client (Pingora writes that one's `Connection` itself, and strips
+/// the request's). A 101 keeps them: they are the upgrade.
+fn strip_hop_by_hop(resp: &mut ResponseHeader) {
+    use http::header::{CONNECTION, TE, TRAILER, UPGRADE};
+    fn hop_by_hop(name: &http::HeaderName) -> bool {
+        name == CONNECTION
+            || name == TE
+            || name == TRAILER
+            || name == UPGRADE
+            || name.as_str() == "keep-alive"
+            || name.as_str() == "proxy-connection"
+    }
+    // Most responses have none: one pass over the names decides.
+    if resp.status == http::StatusCode::SWITCHING_PROTOCOLS || !resp.headers.keys().any(hop_by_hop)
+    {
+        return;
+    }
+    let nominated: Vec<http::HeaderName> = resp
+        .headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| http::HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for name in nominated {
+        resp.remove_header(&name);
+    }
+    for name in [CONNECTION, TE, TRAILER, UPGRADE] {
+        resp.remove_header(&name);
+    }
+    resp.remove_header("keep-alive");
+    resp.remove_header("proxy-connection");
+}
+
+/// Rewrites an absolute-form target (`GET http://h/p?q`) to origin-form
+/// (`GET /p?q`), as a proxy forwards it to an origin server (RFC 9112
+/// §3.2.2), and returns its authority, the Host to send. Pingora has
+/// already refused a request whose Host differs from that authority.
+fn to_origin_form(req: &mut RequestHeader) -> Result<Option<HeaderValue>> {
+    if req.raw_path().first() == Some(&b'/') {
+        return Ok(None); // origin-form, the usual case
+    }
+    let (authority, path) = match raw_target_authority(req.raw_path()) {
+        RawTargetAuthority::Absolute {
+            authority,
+            path_and_query,
+            ..
+        } => {
+            let mut path = Vec::with_capacity(path_and_query.len() + 1);
+            if path_and_query.first() != Some(&b'/') {
+                path.push(b'/'); // `http://h` and `http://h?q` have no path
+            }
+            path.extend_from_slice(path_and_query);
+            (HeaderValue::from_bytes(authority).ok(), path)
+        }
+        _ => return Ok(None),
+    };
+    req.set_raw_path(&path)?;
+    Ok(authority)
 }
 
 /// An error of the client's making: from the client side of the connection,
