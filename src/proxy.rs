@@ -434,14 +434,17 @@ impl ProxyHttp for Fulcrum {
         if let Some(uri) = &ctx.upstream_uri {
             req.set_uri(uri.clone());
         }
-        if !req.headers.contains_key(http::header::HOST) {
+        let configured = ctx.pool.as_ref().and_then(|p| p.config.host_header.clone());
+        if let Some(host) = configured {
+            req.insert_header(http::header::HOST, host)?;
+        } else if !req.headers.contains_key(http::header::HOST) {
             // Only HTTP/1.0 clients may leave Host out (limits.rs), but the
             // request goes upstream as HTTP/1.1, which needs one (RFC 9112
-            // §3.2): the target's authority, else the server's address, as
-            // nginx's $proxy_host.
-            let host = match (authority, ctx.tried.last()) {
+            // §3.2): the target's authority, else the server's address as
+            // written in the config, as nginx's $proxy_host.
+            let host = match (authority, &ctx.current) {
                 (Some(a), _) => Some(a),
-                (None, Some(addr)) => HeaderValue::try_from(addr.to_string()).ok(),
+                (None, Some(attempt)) => HeaderValue::from_str(&attempt.server().name).ok(),
                 (None, None) => None,
             };
             if let Some(host) = host {

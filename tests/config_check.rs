@@ -110,6 +110,14 @@ fn each_invalid_case_is_rejected_with_its_field_path() {
             "pools.p.servers[0].wieght: unknown field `wieght`",
         ),
         (format!("{POOL}rotues: []\n"), "rotues: unknown key"),
+        (
+            format!("{POOL}    host_header: \"a b\"\n"),
+            "pools.users.host_header: \"a b\" is not a host name with an optional :port",
+        ),
+        (
+            format!("{POOL}    host_header: \"user@api\"\n"),
+            "pools.users.host_header: \"user@api\" is not a host name",
+        ),
     ];
     for (conf, expected) in cases {
         let (ok, out) = check(&conf, &[]);

@@ -92,6 +92,7 @@ pub struct RawPool {
     pub connect_timeout: Option<String>,
     pub read_timeout: Option<String>,
     pub write_timeout: Option<String>,
+    pub host_header: Option<String>,
     pub retry: Option<RawRetry>,
     pub health_check: Option<RawHealthCheck>,
     pub servers: Option<Vec<Value>>,

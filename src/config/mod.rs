@@ -163,6 +163,9 @@ pub struct PoolConfig {
     pub read_timeout: Duration,
     /// Timeout between two writes to a server.
     pub write_timeout: Duration,
+    /// The Host sent to the servers in place of the client's (nginx
+    /// `proxy_set_header Host`); `None`: the client's.
+    pub host_header: Option<http::HeaderValue>,
     /// Retry policy.
     pub retry: RetryConfig,
     /// Active health check, if any.

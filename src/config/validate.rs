@@ -401,6 +401,9 @@ fn pool(c: &mut Checker, path: &str, name: &str, raw: RawPool) -> PoolConfig {
             c.err(&format!("{path}.{field}"), "must be greater than 0");
         }
     }
+    let host_header = raw
+        .host_header
+        .and_then(|h| host_header(c, &format!("{path}.host_header"), &h));
     let retry = retry(c, &format!("{path}.retry"), raw.retry.unwrap_or_default());
     let health_check = raw
         .health_check
@@ -443,10 +446,28 @@ fn pool(c: &mut Checker, path: &str, name: &str, raw: RawPool) -> PoolConfig {
         connect_timeout,
         read_timeout,
         write_timeout,
+        host_header,
         retry,
         health_check,
         servers,
     }
+}
+
+/// A Host value: an authority (`name`, `name:port`, `[v6]:port`), no userinfo.
+fn host_header(c: &mut Checker, path: &str, raw: &str) -> Option<http::HeaderValue> {
+    let valid = !raw.is_empty()
+        && !raw.contains('@')
+        && raw
+            .parse::<http::uri::Authority>()
+            .is_ok_and(|a| a.as_str() == raw);
+    if !valid {
+        c.err(
+            path,
+            format!("{raw:?} is not a host name with an optional :port"),
+        );
+        return None;
+    }
+    http::HeaderValue::from_str(raw).ok()
 }
 
 fn server(
