@@ -308,7 +308,11 @@ impl ProxyHttp for Fulcrum {
         {
             let rt = self.runtime.load();
             let l = &rt.config.limits;
-            session.set_keepalive(limits::keepalive_secs(l));
+            // Only where the client keeps the connection (an HTTP/1.0
+            // request without `Connection: keep-alive` does not).
+            if session.as_ref().get_keepalive().is_some() {
+                session.set_keepalive(limits::keepalive_secs(l));
+            }
             session.set_read_timeout(Some(l.client_body_timeout));
             ctx.body_limit = l.client_max_body_size;
             let raw = session.as_ref().to_h1_raw();
@@ -535,6 +539,14 @@ impl ProxyHttp for Fulcrum {
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        // Pingora closes the connection after an answer that goes out
+        // before the request body is in. A 100 Continue is sent precisely
+        // to ask for that body, so only final answers count (Pingora 0.9.1
+        // counts every one; 1xx other than 101 ask nothing of the body).
+        let interim = resp.status.is_informational() && resp.status.as_u16() != 101;
+        session
+            .as_mut()
+            .set_close_on_response_before_downstream_finish(!interim);
         resp.insert_header("X-Request-Id", ctx.request_id.clone())?;
         // Old process after an upgrade: move keepalive clients to the new one.
         drain::close_connection_if_draining(session);
@@ -640,6 +652,11 @@ impl ProxyHttp for Fulcrum {
             _ => 500,
         };
         if code > 0 && session.response_written().is_none() {
+            // Pingora 0.9.1 ends the client connection after this answer
+            // whatever `can_reuse_downstream` says when the proxy loop
+            // failed (502, 503, 504: it passes its own verdict to finish),
+            // and fulcrum closes on a client error: say so in the answer.
+            session.set_keepalive(None);
             let text = match (&ctx.pool, code) {
                 (Some(p), 502) if ctx.attempts.is_empty() => {
                     format!("502 Bad Gateway: no live upstreams in pool {}", p.name())

@@ -115,6 +115,10 @@ fn each_invalid_case_is_rejected_with_its_field_path() {
             "pools.users.host_header: \"a b\" is not a host name with an optional :port",
         ),
         (
+            format!("{POOL}    host_header: \"api:99999\"\n"),
+            "pools.users.host_header: \"api:99999\" is not a host name",
+        ),
+        (
             format!("{POOL}    host_header: \"user@api\"\n"),
             "pools.users.host_header: \"user@api\" is not a host name",
         ),

@@ -453,13 +453,27 @@ fn pool(c: &mut Checker, path: &str, name: &str, raw: RawPool) -> PoolConfig {
     }
 }
 
+/// The `:port` of an authority, if it has one, is a port number (the
+/// `http` crate accepts any digits).
+fn port_fits(authority: &str) -> bool {
+    match authority.rsplit_once(':') {
+        Some((host, port))
+            if !port.contains(']') && (!host.contains(':') || host.ends_with(']')) =>
+        {
+            port.parse::<u16>().is_ok()
+        }
+        _ => true,
+    }
+}
+
 /// A Host value: an authority (`name`, `name:port`, `[v6]:port`), no userinfo.
 fn host_header(c: &mut Checker, path: &str, raw: &str) -> Option<http::HeaderValue> {
     let valid = !raw.is_empty()
         && !raw.contains('@')
         && raw
             .parse::<http::uri::Authority>()
-            .is_ok_and(|a| a.as_str() == raw);
+            .is_ok_and(|a| a.as_str() == raw)
+        && port_fits(raw);
     if !valid {
         c.err(
             path,
