@@ -56,7 +56,7 @@ pub fn warn_if_staying_root(server: &ServerConf) {
     if server.user.is_none() && geteuid().is_root() {
         log::warn!(
             "running as root: set `user:` and `group:` to run unprivileged after binding \
-             (README: Running unprivileged)"
+             (docs/operations.md: Running unprivileged)"
         );
     }
 }

@@ -170,7 +170,7 @@ fn slow_server_share_ewma_least_conn_round_robin_measured() {
         );
         shares.insert(sel, share(&counts, "slow"));
     }
-    // A measurement for the README (run with --nocapture); the ewma bound is
+    // A measurement for docs/measurements.md (run with --nocapture); the ewma bound is
     // asserted above. least_conn keeps about one request at the slow server.
     assert!(shares["least_conn"] > 0.0, "{shares:?}");
     assert!(

@@ -10,7 +10,7 @@
 //! - with JavaScript disabled the server-rendered table is complete.
 //!
 //! Screenshots go to `target/test-output/` (with FULCRUM_UPDATE_SCREENSHOT=1
-//! the desktop one is also copied to `deploy/ui-screenshot.png` for the README).
+//! the desktop one is also copied to `deploy/ui-screenshot.png` for docs/operations.md).
 
 #[path = "support/cdp.rs"]
 mod cdp;
