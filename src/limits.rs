@@ -53,7 +53,12 @@ impl Reject {
 /// Every check on a request header, in order: size (431), field count
 /// (431), framing (400), declared body size (413). `raw` is the header as
 /// received (request line through the empty line).
-pub fn check_request(raw: &[u8], req: &RequestHeader, limits: &LimitsConfig) -> Result<(), Reject> {
+pub fn check_request(
+    raw: &[u8],
+    req: &RequestHeader,
+    body: &DeclaredBody,
+    limits: &LimitsConfig,
+) -> Result<(), Reject> {
     if raw.len() > limits.max_header_size {
         return Err(Reject::new(
             431,
@@ -83,18 +88,53 @@ pub fn check_request(raw: &[u8], req: &RequestHeader, limits: &LimitsConfig) -> 
     }
     // The raw scan is only needed when the parsed map says there is a body:
     // without either field Pingora reads no body and forwards neither.
-    let h = &req.headers;
-    if h.contains_key(http::header::CONTENT_LENGTH)
-        || h.contains_key(http::header::TRANSFER_ENCODING)
-    {
+    if *body != DeclaredBody::Absent {
         framing(raw)?;
     }
-    if let Some(len) = declared_length(req) {
+    if let DeclaredBody::Length(Some(len)) = *body {
         if body_too_large(len, limits.client_max_body_size) {
             return Err(body_reject(limits.client_max_body_size));
         }
     }
     Ok(())
+}
+
+/// What a request header says of its body (RFC 9112 §6.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeclaredBody {
+    /// Neither `Content-Length` nor `Transfer-Encoding`: no body.
+    Absent,
+    /// `Content-Length` (`None`: not a number, which Pingora refuses first).
+    Length(Option<u64>),
+    /// `Transfer-Encoding` (chunked, once [`framing`] has passed).
+    Encoded,
+}
+
+impl DeclaredBody {
+    /// The body's length on the wire, where the header fixes it.
+    pub fn wire_length(self) -> Option<u64> {
+        match self {
+            DeclaredBody::Absent => Some(0),
+            DeclaredBody::Length(n) => n,
+            DeclaredBody::Encoded => None,
+        }
+    }
+}
+
+/// Reads the body's framing fields (two lookups, shared by the checks here
+/// and the client connection's accounting).
+pub fn declared_body(req: &RequestHeader) -> DeclaredBody {
+    if req.headers.contains_key(http::header::TRANSFER_ENCODING) {
+        return DeclaredBody::Encoded;
+    }
+    match req.headers.get(http::header::CONTENT_LENGTH) {
+        None => DeclaredBody::Absent,
+        Some(v) => DeclaredBody::Length(
+            std::str::from_utf8(v.as_bytes())
+                .ok()
+                .and_then(|s| s.parse().ok()),
+        ),
+    }
 }
 
 /// `GET http://h/p`: the target names the host (RFC 9112 §3.2.2).
@@ -143,13 +183,6 @@ pub fn framing(raw: &[u8]) -> Result<(), Reject> {
         [_] => Err(Reject::new(400, "invalid Content-Length")),
         _ => Err(Reject::new(400, "more than one Content-Length")),
     }
-}
-
-/// The body length the client declared (`Content-Length`), if any (after
-/// [`framing`], there is at most one, and it is digits only).
-pub fn declared_length(req: &RequestHeader) -> Option<u64> {
-    let v = req.headers.get(http::header::CONTENT_LENGTH)?;
-    std::str::from_utf8(v.as_bytes()).ok()?.parse().ok()
 }
 
 /// Whether `len` body bytes are more than `client_max_body_size` (`max`,
@@ -224,7 +257,8 @@ mod tests {
     }
 
     fn check(raw: &str, limits: &LimitsConfig) -> Result<(), Reject> {
-        check_request(raw.as_bytes(), &parse(raw), limits)
+        let req = parse(raw);
+        check_request(raw.as_bytes(), &req, &declared_body(&req), limits)
     }
 
     fn status(raw: &str) -> Option<u16> {
@@ -250,7 +284,12 @@ mod tests {
         assert_eq!(status("GET http://a/ HTTP/1.1\r\n\r\n"), None);
         let mut old = parse("GET / HTTP/1.1\r\n\r\n");
         old.set_version(http::Version::HTTP_10);
-        let ok = check_request(b"GET / HTTP/1.0\r\n\r\n", &old, &LimitsConfig::default());
+        let ok = check_request(
+            b"GET / HTTP/1.0\r\n\r\n",
+            &old,
+            &DeclaredBody::Absent,
+            &LimitsConfig::default(),
+        );
         assert_eq!(ok, Ok(()), "HTTP/1.0 may omit Host");
     }
 

@@ -304,7 +304,8 @@ impl ProxyHttp for Fulcrum {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         ctx._request = Some(self.counters.request_started());
-        client_conn::header_received(session);
+        let body = limits::declared_body(session.req_header());
+        client_conn::header_received(session, body);
         {
             let rt = self.runtime.load();
             let l = &rt.config.limits;
@@ -316,7 +317,8 @@ impl ProxyHttp for Fulcrum {
             session.set_read_timeout(Some(l.client_body_timeout));
             ctx.body_limit = l.client_max_body_size;
             let raw = session.as_ref().to_h1_raw();
-            limits::check_request(&raw, session.req_header(), l).map_err(|r| r.into_error())?;
+            limits::check_request(&raw, session.req_header(), &body, l)
+                .map_err(|r| r.into_error())?;
         }
         // Here too, so that responses fulcrum writes itself carry it.
         drain::close_connection_if_draining(session);
@@ -441,8 +443,11 @@ impl ProxyHttp for Fulcrum {
         let configured = ctx.pool.as_ref().and_then(|p| p.config.host_header.clone());
         if let Some(host) = configured {
             req.insert_header(http::header::HOST, host)?;
-        } else if !req.headers.contains_key(http::header::HOST) {
-            // Only HTTP/1.0 clients may leave Host out (limits.rs), but the
+        } else if (session.req_header().version != http::Version::HTTP_11 || authority.is_some())
+            && !req.headers.contains_key(http::header::HOST)
+        {
+            // Only HTTP/1.0 clients (and absolute-form targets) may leave
+            // Host out (limits.rs); the lookup is skipped for the rest. But the
             // request goes upstream as HTTP/1.1, which needs one (RFC 9112
             // §3.2): the target's authority, else the server's address as
             // written in the config, as nginx's $proxy_host.
@@ -880,13 +885,17 @@ impl Fulcrum {
 /// the request's). A 101 keeps them: they are the upgrade.
 fn strip_hop_by_hop(resp: &mut ResponseHeader) {
     use http::header::{CONNECTION, TE, TRAILER, UPGRADE};
-    fn hop_by_hop(name: &http::HeaderName) -> bool {
+    use http::HeaderName;
+    // Not standard names in `http`: compared as names, not as strings.
+    const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+    const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+    fn hop_by_hop(name: &HeaderName) -> bool {
         name == CONNECTION
             || name == TE
             || name == TRAILER
             || name == UPGRADE
-            || name.as_str() == "keep-alive"
-            || name.as_str() == "proxy-connection"
+            || name == KEEP_ALIVE
+            || name == PROXY_CONNECTION
     }
     // Most responses have none: one pass over the names decides.
     if resp.status == http::StatusCode::SWITCHING_PROTOCOLS || !resp.headers.keys().any(hop_by_hop)
@@ -904,11 +913,16 @@ fn strip_hop_by_hop(resp: &mut ResponseHeader) {
     for name in nominated {
         resp.remove_header(&name);
     }
-    for name in [CONNECTION, TE, TRAILER, UPGRADE] {
+    for name in [
+        CONNECTION,
+        TE,
+        TRAILER,
+        UPGRADE,
+        KEEP_ALIVE,
+        PROXY_CONNECTION,
+    ] {
         resp.remove_header(&name);
     }
-    resp.remove_header("keep-alive");
-    resp.remove_header("proxy-connection");
 }
 
 /// Rewrites an absolute-form target (`GET http://h/p?q`) to origin-form
