@@ -1,40 +1,28 @@
 //! fulcrum: a per-machine HTTP load balancer on Pingora.
 //!
-//! - `config`: the YAML model and its validation
-//! - `router`: longest-prefix routing on the normalized path
-//! - `pool`: servers, least_conn selection, passive health
-//! - `health_check`: active checks in the background
-//! - `proxy`: the Pingora `ProxyHttp` phases
-//! - `status`: /health, stub_status, JSON
+//! A request's path through the folders:
+//!
+//! - `config`: the YAML file → a validated model (no network I/O)
+//! - `net`: bytes in and out. `net::downstream`: listening sockets, the
+//!   client connection loop (keepalive, pipelining, header deadline);
+//!   `net::upstream`: connections to servers, kept idle per worker; every
+//!   reliance on Pingora's internals is listed in `net`'s module doc
+//! - `proxy`: Pingora's `ProxyHttp` phases: limits, routing, the request
+//!   context, failures and retries, forwarded headers
+//! - `pool`: servers, their health (passive and active), selection
+//! - `status`: what fulcrum answers itself (health, stub_status, JSON,
+//!   metrics, live page, drain endpoints)
 //! - `access_log`: one line per request, written off the request path
-//! - `runtime`: the swappable running configuration
-//! - `reload`: SIGHUP re-reads the config and swaps the runtime
-//! - `drain`: letting clients go when the process is upgraded or stopped
-//! - `listener`: the listening sockets, accept loops and client sockets
-//! - `workers`: worker threads, each with its own runtime and proxy
-//! - `client_conn`: per-connection limits and the keepalive loop
-//! - `upstream_conn`: connections to servers, kept idle per worker
-//! - `upstream_tcp`: TCP settings of upstream connections
-//! - `service`: assembling and running the Pingora server
+//! - `runtime`: the running routes and pools, swapped atomically on reload
+//! - `lifecycle`: assembling the server, reload, upgrade and drain,
+//!   privileges
 
 pub mod access_log;
 pub mod cli;
-pub mod client_conn;
 pub mod config;
-pub mod drain;
-pub mod health_check;
-pub mod limits;
-pub mod listener;
-pub mod local_response;
+pub mod lifecycle;
+pub mod net;
 pub mod pool;
-pub mod privileges;
 pub mod proxy;
-pub mod reload;
-pub mod router;
 pub mod runtime;
-pub mod server_time;
-pub mod service;
 pub mod status;
-pub mod upstream_conn;
-pub mod upstream_tcp;
-pub mod workers;

@@ -42,7 +42,7 @@ fn main() -> ExitCode {
         }
     };
     if args.settings {
-        print!("{}", fulcrum::service::settings_text(&loaded));
+        print!("{}", fulcrum::lifecycle::service::settings_text(&loaded));
         return ExitCode::SUCCESS;
     }
     if args.test {
@@ -57,7 +57,7 @@ fn main() -> ExitCode {
     if let Ok(abs) = std::path::absolute(&args.config) {
         args.config = abs;
     }
-    match fulcrum::service::run(&args, loaded) {
+    match fulcrum::lifecycle::service::run(&args, loaded) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("fulcrum: {e}");

@@ -4,8 +4,8 @@
 
 use crate::config::Config;
 use crate::pool::{Pool, ServerRegistry};
-use crate::router::{Route, Router};
-use crate::status::RouteStats;
+use crate::proxy::router::{Route, Router};
+use crate::proxy::RouteStats;
 use arc_swap::ArcSwap;
 use std::sync::Arc;
 

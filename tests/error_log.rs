@@ -6,7 +6,7 @@ use common::*;
 #[test]
 fn keepalive_clients_on_two_threads_log_no_errors() {
     // Two worker threads. With one upstream pool for both, Pingora logged
-    // "failed to acquire reusable stream" 9-19 times here (src/workers.rs).
+    // "failed to acquire reusable stream" 9-19 times here (src/net/workers.rs).
     let (_b, f) = api_on_one_backend("");
     keepalive_load(f.addr, "/api", 4, 1000);
     let log = f.log_text();

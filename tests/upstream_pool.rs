@@ -12,7 +12,7 @@ use std::time::Duration;
 /// Four keepalive clients never have more than four requests in flight, so
 /// a working pool needs at most four upstream connections per worker
 /// thread. Pingora's shared pool, watched from a random thread, opened 10
-/// to 30 here (the race in src/workers.rs).
+/// to 30 here (the race in src/net/workers.rs).
 #[test]
 fn keepalive_clients_on_two_threads_reuse_upstream_connections() {
     // Two worker threads; no health check connections.

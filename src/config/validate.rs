@@ -95,8 +95,14 @@ pub(super) fn validate_document(
     // Pingora switches to these when it daemonizes; a missing account
     // would only show then, as a panic.
     if let Some(s) = &server {
-        let user = s.user.as_deref().map(crate::privileges::lookup_user);
-        let group = s.group.as_deref().map(crate::privileges::lookup_group);
+        let user = s
+            .user
+            .as_deref()
+            .map(crate::lifecycle::privileges::lookup_user);
+        let group = s
+            .group
+            .as_deref()
+            .map(crate::lifecycle::privileges::lookup_group);
         for e in [user.and_then(Result::err), group.and_then(Result::err)]
             .into_iter()
             .flatten()

@@ -2,6 +2,7 @@
 //! and the pool-wide policy (timeouts, retries, health checks).
 
 mod ewma;
+pub mod health_check;
 mod least_conn;
 mod p2c;
 mod server;

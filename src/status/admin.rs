@@ -8,9 +8,9 @@
 //! keeps the server, and ends with the process (an upgrade starts undrained).
 
 use super::server_state;
-use crate::local_response::{respond, respond_text};
 use crate::pool::Server;
 use crate::runtime::Runtime;
+use crate::status::respond::{respond, respond_text};
 use pingora::prelude::*;
 use pingora::proxy::Session;
 use serde_json::json;

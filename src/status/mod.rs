@@ -10,19 +10,18 @@ pub mod counters;
 mod json;
 mod metrics;
 pub mod reloads;
-mod routes;
+pub mod respond;
 pub mod sampler;
 mod stub;
 mod ui;
 
 pub use counters::{CountConnections, Counters, RequestGuard, Snapshot};
 pub use reloads::{record_reload, reload_stats, ReloadStats};
-pub use routes::RouteStats;
 pub use sampler::RateSampler;
 
-use crate::local_response::{respond, respond_text};
 use crate::pool::{Pool, Server};
 use crate::runtime::Runtime;
+use crate::status::respond::{respond, respond_text};
 use pingora::prelude::*;
 use pingora::proxy::Session;
 use std::net::IpAddr;

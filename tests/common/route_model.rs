@@ -1,12 +1,12 @@
 //! A reference model of path normalization and prefix routing, written
-//! independently of `src/router.rs` (whole-path decode first, then plain
+//! independently of `src/proxy/router.rs` (whole-path decode first, then plain
 //! list operations), and the invariants the real router must keep. Shared by
 //! the property tests (tests/properties.rs), the corpus replay
 //! (tests/fuzz_corpus.rs) and the cargo-fuzz target (tests/fuzz).
 
 #![allow(dead_code)]
 
-use fulcrum::router::{normalize, BadPath, Route, Router};
+use fulcrum::proxy::router::{normalize, BadPath, Route, Router};
 
 /// What the model says about one path.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -14,7 +14,7 @@
 //! privileges), else bound here and added to that table, so that the next
 //! process gets them on `SIGQUIT`.
 
-use crate::workers::Workers;
+use crate::net::workers::Workers;
 use async_trait::async_trait;
 use pingora::apps::ServerApp;
 use pingora::protocols::l4::socket::SocketAddr as PingoraAddr;
@@ -49,7 +49,7 @@ pub struct Listeners<A> {
     name: String,
     addrs: Vec<String>,
     app: Option<A>,
-    /// Worker threads of our own (src/workers.rs); 0: Pingora's
+    /// Worker threads of our own (src/net/workers.rs); 0: Pingora's
     /// work-stealing runtime runs the connections.
     workers: usize,
 }

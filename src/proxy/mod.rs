@@ -9,14 +9,21 @@
 //! fail_to_proxy    the final error response naming the pool
 //! logging          settles the attempt, writes the access log record
 
+pub mod limits;
+pub mod route_stats;
+pub mod router;
+
+pub use route_stats::RouteStats;
+
 use crate::access_log::{AccessLog, AttemptLog, Record};
-use crate::local_response::{respond, respond_text};
+use crate::lifecycle::drain;
+use crate::net::downstream::connection as client_conn;
+use crate::net::upstream::connector::Lease;
 use crate::pool::{FailureKind, InFlight, Pool};
-use crate::router::BadPath;
+use crate::proxy::router::BadPath;
 use crate::runtime::{Runtime, SharedRuntime};
-use crate::status::{self, Counters, RequestGuard, RouteStats};
-use crate::upstream_conn::Lease;
-use crate::{client_conn, drain, limits};
+use crate::status::respond::{respond, respond_text};
+use crate::status::{self, Counters, RequestGuard};
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::HeaderValue;
@@ -148,7 +155,7 @@ fn client_ip(session: &Session) -> Option<IpAddr> {
 const MAX_RESPONSE_HEADER_BYTES: usize = 1024 * 1024 - 1;
 
 /// How a response header says its response ends, for the connection's
-/// lease (upstream_conn.rs).
+/// lease (net/upstream/connector.rs).
 #[derive(Debug, PartialEq, Eq)]
 struct ResponseEnd {
     /// Keepalive allowed and the body delimited by Content-Length: if
@@ -382,7 +389,7 @@ impl ProxyHttp for Fulcrum {
         ctx.attempt_start = Instant::now();
         let cfg = &pool.config;
         let mut peer = HttpPeer::new(addr, false, String::new());
-        // fulcrum connects and keeps idle connections itself (upstream_conn.rs).
+        // fulcrum connects and keeps idle connections itself (net/upstream/connector.rs).
         peer.options.custom_l4 = Some(lease.connector(cfg.connect_timeout));
         peer.options.connection_timeout = Some(cfg.connect_timeout);
         peer.options.read_timeout = Some(cfg.read_timeout);
@@ -404,7 +411,7 @@ impl ProxyHttp for Fulcrum {
         _digest: Option<&pingora::protocols::Digest>,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        // The connector timed the connect itself (upstream_conn.rs).
+        // The connector timed the connect itself (net/upstream/connector.rs).
         let took = ctx.lease.as_ref().and_then(|l| l.connect_time());
         if let (Some(took), Some(attempt)) = (took, ctx.current.as_ref()) {
             attempt.server().stats.count_connect(took);
@@ -512,7 +519,7 @@ impl ProxyHttp for Fulcrum {
             attempt.server().stats.count_response(status, took);
             // The final response header (not a 100 Continue): a latency
             // sample, the server's own time where the kernel stamped its
-            // answer, so that fulcrum's delays do not count (server_time.rs).
+            // answer, so that fulcrum's delays do not count (net/upstream/server_time.rs).
             if status >= 200 || status == 101 {
                 let server = ctx.lease.as_ref().and_then(|l| l.server_time());
                 attempt.record_response(server.map_or(took, |t| t.min(took)));
@@ -606,7 +613,7 @@ impl ProxyHttp for Fulcrum {
         // A pooled connection that closes before answering may be a keepalive
         // race, so it is retried whatever `retry.on` says. It still counts as
         // the server's failure (as in nginx): idle connections the server
-        // closed are dropped before use (upstream_conn.rs), so what remains is
+        // closed are dropped before use (net/upstream/connector.rs), so what remains is
         // nearly always a server that read the request and then closed or
         // crashed. (Pingora's `client_reused` is always false: it sees each
         // connection fulcrum lends it as new.)
@@ -708,7 +715,7 @@ impl ProxyHttp for Fulcrum {
         // the last bytes reached the client, or the client's next request can
         // see this server as still busy and least_conn's ties break wrongly.
         // Bytes past its end are found when the connection is given back
-        // (upstream_conn.rs) and counted as a failure then.
+        // (net/upstream/connector.rs) and counted as a failure then.
         if end_of_stream {
             if let Some(lease) = &ctx.lease {
                 lease.response_complete();

@@ -42,7 +42,10 @@ impl Fixed {
             listen: loaded.config.listen.clone(),
             access_log: loaded.config.access_log.clone(),
             access_log_format: loaded.config.access_log_format,
-            retry_limit: crate::service::retry_limit(&loaded.config, loaded.server.max_retries),
+            retry_limit: crate::lifecycle::service::retry_limit(
+                &loaded.config,
+                loaded.server.max_retries,
+            ),
         }
     }
 

@@ -1,7 +1,7 @@
 //! Worker threads for client connections: nginx's worker model inside one
 //! process. Each worker thread runs its own single-threaded runtime and its
 //! own proxy, and keeps its own idle upstream connections
-//! (src/upstream_conn.rs); a client connection stays on the worker it was
+//! (src/net/upstream/connector.rs); a client connection stays on the worker it was
 //! given at accept (round-robin).
 //!
 //! Why not one proxy for all threads on Pingora's multi-threaded runtime:
@@ -146,7 +146,7 @@ async fn anchor_timers() {
         tokio::time::sleep(ANCHOR_PERIOD).await;
         // The same wake-up closes idle upstream connections that expired
         // or that their server closed.
-        crate::upstream_conn::sweep_idle();
+        crate::net::upstream::connector::sweep_idle();
     }
 }
 

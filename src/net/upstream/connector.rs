@@ -22,10 +22,11 @@
 //!
 //! The lent socket also notes when the request was written and reads the
 //! first bytes of the answer with their kernel arrival time, which gives
-//! the server's own answer time for `ewma` (server_time.rs).
+//! the server's own answer time for `ewma` (net/upstream/server_time.rs).
 
+use crate::net::upstream::server_time;
+use crate::net::upstream::tcp as upstream_tcp;
 use crate::pool::{FailureKind, Pool, Server};
-use crate::{server_time, upstream_tcp};
 use async_trait::async_trait;
 use pingora::connectors::L4Connect;
 use pingora::protocols::l4::ext as l4_ext;
@@ -150,7 +151,7 @@ pub struct Lease {
     /// Time to connect, when this attempt opened the connection (ns).
     connect_ns: AtomicU64,
     /// The server's time to the first bytes of its answer, as the kernel
-    /// stamped them (ns; 0: unknown). See server_time.rs.
+    /// stamped them (ns; 0: unknown). See net/upstream/server_time.rs.
     answer_ns: AtomicU64,
     pool: Arc<Pool>,
     server: Arc<Server>,
@@ -279,7 +280,7 @@ impl L4Connect for Connector {
     }
 }
 
-/// A new connection with fulcrum's TCP settings (upstream_tcp.rs).
+/// A new connection with fulcrum's TCP settings (net/upstream/tcp.rs).
 async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream> {
     let tcp = match tokio::time::timeout(timeout, l4_ext::connect(&addr, None)).await {
         Ok(r) => r?,
@@ -333,7 +334,7 @@ impl LentSocket {
     }
 
     /// The first read after a write: also takes the kernel's arrival time
-    /// of the answer (server_time.rs).
+    /// of the answer (net/upstream/server_time.rs).
     fn poll_read_stamped(
         &mut self,
         cx: &mut Context<'_>,

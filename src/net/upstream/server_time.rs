@@ -9,7 +9,7 @@
 //! Asking for stamps on one socket makes the kernel stamp every packet it
 //! receives (one clock read each) while any socket wants them.
 
-use crate::upstream_tcp;
+use super::tcp;
 use std::io;
 use std::mem::MaybeUninit;
 use std::os::unix::io::RawFd;
@@ -17,7 +17,7 @@ use std::os::unix::io::RawFd;
 /// Asks the kernel to stamp data arriving on `fd`; false if it refused
 /// (then the attempt's own clock is used).
 pub fn enable(fd: RawFd) -> bool {
-    upstream_tcp::set_int_option(fd, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 1).is_ok()
+    tcp::set_int_option(fd, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 1).is_ok()
 }
 
 /// Now on the clock of the receive timestamps (CLOCK_REALTIME), in ns.

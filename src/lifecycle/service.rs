@@ -7,17 +7,17 @@
 
 use crate::access_log::AccessLog;
 use crate::cli::Args;
-use crate::client_conn::ClientLimits;
 use crate::config::{Config, Loaded};
-use crate::drain::{LingeringCleanup, SignalWatch};
-use crate::health_check::HealthChecker;
-use crate::listener::Listeners;
-use crate::privileges;
+use crate::lifecycle::drain::{LingeringCleanup, SignalWatch};
+use crate::lifecycle::privileges;
+use crate::lifecycle::reload::{self, Fixed, Reloader};
+use crate::net::downstream::connection::ClientLimits;
+use crate::net::downstream::listener::Listeners;
+use crate::net::workers::PerWorker;
+use crate::pool::health_check::HealthChecker;
 use crate::proxy::Fulcrum;
-use crate::reload::{self, Fixed, Reloader};
 use crate::runtime::{Runtime, SharedRuntime};
 use crate::status::{CountConnections, Counters, RateSampler};
-use crate::workers::PerWorker;
 use arc_swap::ArcSwap;
 use pingora::server::configuration::Opt;
 use pingora::server::{RunArgs, Server};
@@ -85,7 +85,7 @@ pub fn run(args: &Args, loaded: Loaded) -> Result<(), String> {
     // (workers.rs); a single one on Pingora's work-stealing runtime.
     let conf = Arc::clone(&pingora_server.configuration);
     let workers = if conf.work_stealing { 0 } else { conf.threads };
-    crate::upstream_conn::set_capacity(conf.upstream_keepalive_pool_size);
+    crate::net::upstream::connector::set_capacity(conf.upstream_keepalive_pool_size);
     let proxies = PerWorker::new(workers, || {
         pingora::proxy::http_proxy(
             &conf,

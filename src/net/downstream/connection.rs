@@ -36,10 +36,10 @@
 //! `client_header_timeout`, so that their requests are answered (with
 //! `Connection: close`) instead of cut.
 
-use crate::limits::DeclaredBody;
+use crate::net::workers::PerWorker;
+use crate::proxy::limits::DeclaredBody;
 use crate::runtime::SharedRuntime;
 use crate::status::Counters;
-use crate::workers::PerWorker;
 use async_trait::async_trait;
 use bytes::BytesMut;
 use pingora::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
