@@ -7,8 +7,10 @@
 //!   client connection loop (keepalive, pipelining, header deadline);
 //!   `net::upstream`: connections to servers, kept idle per worker; every
 //!   reliance on Pingora's internals is listed in `net`'s module doc
-//! - `proxy`: Pingora's `ProxyHttp` phases: limits, routing, the request
-//!   context, failures and retries, forwarded headers
+//! - `proxy`: Pingora's `ProxyHttp` phases: limits, the request context,
+//!   failures and retries, forwarded headers
+//! - `router`: longest-prefix routing on the normalized path, and each
+//!   route's counters
 //! - `pool`: servers, their health (passive and active), selection
 //! - `status`: what fulcrum answers itself (health, stub_status, JSON,
 //!   metrics, live page, drain endpoints)
@@ -17,12 +19,14 @@
 //! - `lifecycle`: assembling the server, reload, upgrade and drain,
 //!   privileges
 
-pub mod access_log;
+pub(crate) mod access_log;
 pub mod cli;
+pub(crate) mod clock;
 pub mod config;
 pub mod lifecycle;
 pub mod net;
 pub mod pool;
 pub mod proxy;
-pub mod runtime;
-pub mod status;
+pub mod router;
+pub(crate) mod runtime;
+pub(crate) mod status;

@@ -1,26 +1,29 @@
 //! The running configuration: routes and pools built from a validated
 //! [`Config`], published through an `ArcSwap` so a reload replaces it
-//! atomically and requests never take a lock to read it.
+//! atomically and requests never take a lock to read it; and the retry
+//! ceiling Pingora gets for a config ([`retry_limit`]), which the start
+//! sets and a reload checks.
 
 use crate::config::Config;
 use crate::pool::{Pool, ServerRegistry};
-use crate::proxy::router::{Route, Router};
-use crate::proxy::RouteStats;
+use crate::router::RouteStats;
+use crate::router::{Route, Router};
 use arc_swap::ArcSwap;
 use std::sync::Arc;
 
-/// One generation of routes and pools.
+/// One generation of routes and pools. (`pub`: the health checker's
+/// constructor takes the shared runtime.)
 pub struct Runtime {
     /// The config it was built from.
-    pub config: Config,
+    pub(crate) config: Config,
     /// Prefix routes.
-    pub router: Router,
+    pub(crate) router: Router,
     /// Pools, indexed like `config.pools`.
-    pub pools: Vec<Arc<Pool>>,
+    pub(crate) pools: Vec<Arc<Pool>>,
     /// 1 for the first config, +1 per successful reload.
-    pub generation: u64,
+    pub(crate) generation: u64,
     /// Counters per route, indexed like `router.routes()`.
-    pub route_stats: Vec<Arc<RouteStats>>,
+    pub(crate) route_stats: Vec<Arc<RouteStats>>,
 }
 
 /// The current [`Runtime`], shared by the proxy, status pages and health checks.
@@ -29,7 +32,7 @@ pub type SharedRuntime = Arc<ArcSwap<Runtime>>;
 impl Runtime {
     /// Builds a runtime; servers already present in `previous` (same pool
     /// name and address) keep their counters and health state.
-    pub fn build(config: Config, previous: Option<&Runtime>, generation: u64) -> Runtime {
+    pub(crate) fn build(config: Config, previous: Option<&Runtime>, generation: u64) -> Runtime {
         let registry: ServerRegistry = previous.map(Runtime::servers).unwrap_or_default();
         let pools: Vec<Arc<Pool>> = config
             .pools
@@ -81,7 +84,7 @@ impl Runtime {
     }
 
     /// The counters of `route`, a route of this runtime's router.
-    pub fn route_stats_of(&self, route: &Route) -> Option<&Arc<RouteStats>> {
+    pub(crate) fn route_stats_of(&self, route: &Route) -> Option<&Arc<RouteStats>> {
         let i = self
             .router
             .routes()
@@ -91,7 +94,7 @@ impl Runtime {
     }
 
     /// Every server by (pool name, address): the state a rebuild carries over.
-    pub fn servers(&self) -> ServerRegistry {
+    pub(crate) fn servers(&self) -> ServerRegistry {
         self.pools
             .iter()
             .flat_map(|p| {
@@ -103,7 +106,25 @@ impl Runtime {
     }
 
     /// Looks a pool up by name.
-    pub fn pool(&self, name: &str) -> Option<&Arc<Pool>> {
+    pub(crate) fn pool(&self, name: &str) -> Option<&Arc<Pool>> {
         self.pools.iter().find(|p| p.name() == name)
     }
+}
+
+/// Pingora stops retrying after `max_retries` attempts; raise it so that our
+/// own `retry.tries` policy (0: every server of the pool) is the limit.
+pub(crate) fn retry_limit(config: &Config, max_retries: usize) -> usize {
+    let largest_pool = config
+        .pools
+        .iter()
+        .map(|p| p.servers.len())
+        .max()
+        .unwrap_or(1);
+    let largest_tries = config
+        .pools
+        .iter()
+        .map(|p| p.retry.tries as usize)
+        .max()
+        .unwrap_or(1);
+    max_retries.max(largest_pool).max(largest_tries)
 }

@@ -119,7 +119,7 @@ fn version(v: http::Version) -> &'static str {
 ///
 /// `$remote_addr - - [$time_local] "$request" $status $body_bytes_sent "$http_referer" "$http_user_agent"`
 /// ` pool=P upstream="a:1, b:2" upstream_status="502, 200" upstream_response_time="0.001, 0.002" request_time=0.004 request_id=ID`
-pub fn format_combined(r: &Record, line: &mut String) {
+pub(crate) fn format_combined(r: &Record, line: &mut String) {
     let client = r.client.map_or("-".to_string(), |c| c.to_string());
     let _ = write!(line, "{client} - - [{}] \"", time_local(r.at));
     push_escaped(
@@ -155,7 +155,7 @@ fn secs(d: std::time::Duration) -> f64 {
 }
 
 /// One JSON object per line (field names follow nginx variable names).
-pub fn format_json(r: &Record, line: &mut String) {
+pub(crate) fn format_json(r: &Record, line: &mut String) {
     let upstreams: Vec<serde_json::Value> = r
         .attempts
         .iter()

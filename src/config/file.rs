@@ -1,50 +1,11 @@
 //! The YAML file format: serde structs that mirror the file one to one, with
 //! `deny_unknown_fields` so that a typo is an error, not a silently ignored key.
 //! Values stay close to their written form (durations as strings); turning
-//! them into the model, and every semantic check, happens in `validate.rs`.
+//! them into the model, and every semantic check, happens in `validate/`.
+//! Pingora's keys are its `ServerConf`'s (`pingora_keys.rs`).
 
 use serde::Deserialize;
 use serde_yaml::Value;
-
-/// Top-level keys that belong to Pingora's `ServerConf`, which reads the same file.
-pub const PINGORA_KEYS: &[&str] = &[
-    "version",
-    "daemon",
-    "error_log",
-    "pid_file",
-    "upgrade_sock",
-    "user",
-    "group",
-    "working_directory",
-    "threads",
-    "listener_tasks_per_fd",
-    "work_stealing",
-    "runtime_enable_alt_timer",
-    "ca_file",
-    "s2n_config_cache_size",
-    "grace_period_seconds",
-    "graceful_shutdown_timeout_seconds",
-    "client_bind_to_ipv4",
-    "client_bind_to_ipv6",
-    "upstream_keepalive_pool_size",
-    "upstream_connect_offload_threadpools",
-    "upstream_connect_offload_thread_per_pool",
-    "downstream_tls_offload_threadpools",
-    "downstream_tls_offload_thread_per_pool",
-    "upstream_debug_ssl_keylog",
-    "max_retries",
-    "upgrade_sock_connect_accept_max_retries",
-    "max_blocking_threads",
-    "blocking_threads_ttl_seconds",
-    "fast_timeout_to_tokio_threshold_seconds",
-    "runtime_metrics_poll_time_histogram",
-    "runtime_metrics_poll_time_histogram_scale",
-    "runtime_metrics_poll_time_histogram_resolution_micros",
-    "runtime_metrics_poll_time_histogram_buckets",
-    "daemon_wait_for_ready",
-    "daemon_ready_timeout_seconds",
-    "daemon_notify_timeout_seconds",
-];
 
 /// fulcrum's own top-level keys.
 pub const OWN_KEYS: &[&str] = &[

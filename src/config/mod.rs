@@ -2,19 +2,24 @@
 //! that also carries Pingora's own server keys.
 //!
 //! - `file.rs`: the file format (serde, rejects unknown keys)
+//! - `pingora_keys.rs`: Pingora's own keys, taken from its `ServerConf`, and
+//!   the ones fulcrum rejects, with the reason
 //! - `env.rs`: `${VAR}` expansion
-//! - `duration.rs`, `cidr.rs`: value syntaxes
-//! - `validate.rs`: file format -> model, collecting every error with its field path
+//! - `duration.rs`, `cidr.rs`, `size.rs`: value syntaxes
+//! - `validate/`: file format -> model, collecting every error with its field path
 
+pub(crate) mod accounts;
 mod cidr;
 mod duration;
 mod env;
 mod file;
+mod pingora_keys;
 mod size;
 mod validate;
 
 pub use cidr::Cidr;
 pub use duration::parse_duration;
+pub use pingora_keys::{pingora_keys, REJECTED as REJECTED_PINGORA_KEYS};
 pub use size::parse_size;
 
 use std::fmt;
@@ -145,6 +150,14 @@ impl Selection {
         }
     }
 }
+
+/// Default `decay`: the time constant of the latency estimate (as Linkerd).
+pub const DEFAULT_DECAY: Duration = Duration::from_secs(10);
+/// Default `default_rtt`: the start value for a server without samples.
+/// Deliberately optimistic (about a fast LAN answer): an estimate that is
+/// too low is corrected by the first answer (peak rule), while one that is
+/// too high only comes down over several `decay` periods of idle decay.
+pub const DEFAULT_RTT: Duration = Duration::from_millis(1);
 
 /// One upstream pool.
 #[derive(Debug, Clone)]

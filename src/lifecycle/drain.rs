@@ -15,41 +15,27 @@
 //!   wire: that client gets EOF instead of a response.
 //!
 //! So: from the signal on, every response carries `Connection: close`
-//! ([`close_connection_if_draining`]), which moves keepalive clients to the
-//! new process at their next request; and the drop of waiting connections is
-//! postponed by [`IDLE_CLOSE_DELAY`] ([`LingeringCleanup`]), long enough for a
-//! request already sent to be read and answered.
+//! ([`Leaving::close_connection_if_leaving`]), which moves keepalive clients
+//! to the new process at their next request; and the drop of waiting
+//! connections is postponed by [`IDLE_CLOSE_DELAY`] ([`LingeringCleanup`]),
+//! long enough for a request already sent to be read and answered.
+//!
+//! The [`Leaving`] flag is made by `lifecycle::service`, set here by the
+//! [`SignalWatch`] and read by the proxy.
 
 use crate::access_log::AccessLog;
+use crate::proxy::Leaving;
 use async_trait::async_trait;
 use pingora::apps::ServerApp;
 use pingora::protocols::Stream;
-use pingora::proxy::Session;
 use pingora::server::{ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::signal::unix::{signal, SignalKind};
 
-/// Set once SIGQUIT or SIGTERM arrived; never cleared (the process is leaving).
-static DRAINING: AtomicBool = AtomicBool::new(false);
-
 /// How long connections waiting for their next request are left open after
 /// the listeners stopped, before Pingora's cleanup closes them.
-pub const IDLE_CLOSE_DELAY: Duration = Duration::from_secs(1);
-
-/// Whether this process is handing over or stopping.
-pub fn is_draining() -> bool {
-    DRAINING.load(Ordering::Relaxed)
-}
-
-/// Turns keepalive off for this request's response when the process is
-/// leaving, so the client reconnects (to the new process after an upgrade).
-pub fn close_connection_if_draining(session: &mut Session) {
-    if is_draining() || session.is_process_shutting_down() {
-        session.set_keepalive(None);
-    }
-}
+const IDLE_CLOSE_DELAY: Duration = Duration::from_secs(1);
 
 /// Pingora's signal mapping (QUIT upgrade, TERM graceful stop), plus marking
 /// the process as draining the moment QUIT or TERM arrives rather than 5 s
@@ -58,14 +44,19 @@ pub fn close_connection_if_draining(session: &mut Session) {
 /// hang (a listener's accept loop spins on "Tokio context is being shutdown"
 /// errors and its runtime thread is never joined; seen in ~5% of stops
 /// under test load).
-pub struct SignalWatch {
+pub(crate) struct SignalWatch {
     access_log: AccessLog,
+    leaving: Arc<Leaving>,
 }
 
 impl SignalWatch {
-    /// Watches the signals; a fast stop finishes `access_log` first.
-    pub fn new(access_log: AccessLog) -> SignalWatch {
-        SignalWatch { access_log }
+    /// Watches the signals: QUIT and TERM start `leaving`; a fast stop
+    /// finishes `access_log` first.
+    pub(crate) fn new(access_log: AccessLog, leaving: Arc<Leaving>) -> SignalWatch {
+        SignalWatch {
+            access_log,
+            leaving,
+        }
     }
 }
 
@@ -82,7 +73,7 @@ impl ShutdownSignalWatch for SignalWatch {
         };
         tokio::select! {
             _ = quit.recv() => {
-                DRAINING.store(true, Ordering::Relaxed);
+                self.leaving.start();
                 log::info!(
                     "SIGQUIT: handing the listening sockets to the new process; \
                      responses now carry Connection: close"
@@ -90,7 +81,7 @@ impl ShutdownSignalWatch for SignalWatch {
                 ShutdownSignal::GracefulUpgrade
             }
             _ = term.recv() => {
-                DRAINING.store(true, Ordering::Relaxed);
+                self.leaving.start();
                 log::info!("SIGTERM: graceful stop; responses now carry Connection: close");
                 ShutdownSignal::GracefulTerminate
             }
@@ -106,13 +97,13 @@ impl ShutdownSignalWatch for SignalWatch {
 /// Wraps the listening app so that its cleanup (which drops connections
 /// waiting for a request) runs [`IDLE_CLOSE_DELAY`] after the listeners
 /// stopped instead of at once.
-pub struct LingeringCleanup<A> {
+pub(crate) struct LingeringCleanup<A> {
     inner: Arc<A>,
 }
 
 impl<A> LingeringCleanup<A> {
     /// Delays the cleanup of `inner`.
-    pub fn new(inner: A) -> Self {
+    pub(crate) fn new(inner: A) -> Self {
         LingeringCleanup {
             inner: Arc::new(inner),
         }

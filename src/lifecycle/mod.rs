@@ -1,8 +1,10 @@
 //! The process around the proxy: assembling and running the Pingora server
 //! (`service`), SIGHUP reloads (`reload`), leaving on upgrade or stop
-//! (`drain`), and running unprivileged after binding (`privileges`).
+//! (`drain`), active health checks of the current pools
+//! (`health_check`), and running unprivileged after binding (`privileges`).
 
-pub mod drain;
-pub mod privileges;
-pub mod reload;
+pub(crate) mod drain;
+pub(crate) mod health_check;
+pub(crate) mod privileges;
+pub(crate) mod reload;
 pub mod service;

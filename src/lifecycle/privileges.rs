@@ -12,7 +12,8 @@
 //! An upgrade (`-u`) already works this way: the sockets come from the old
 //! process, and the new one switches user after taking them.
 
-use nix::unistd::{geteuid, Group, User};
+use crate::config::accounts::{lookup_group, lookup_user};
+use nix::unistd::geteuid;
 use pingora::server::configuration::ServerConf;
 use pingora::server::Fds;
 use std::net::{SocketAddr, TcpListener};
@@ -26,14 +27,14 @@ const HANDOFF_WAIT: Duration = Duration::from_secs(10);
 
 /// Whether this start must bind before Pingora switches user: a fresh
 /// daemon start, as root, with `user` set.
-pub fn must_prebind(server: &ServerConf, daemon: bool, upgrade: bool) -> bool {
+pub(crate) fn must_prebind(server: &ServerConf, daemon: bool, upgrade: bool) -> bool {
     daemon && !upgrade && server.user.is_some() && geteuid().is_root()
 }
 
 /// Checks that Pingora can switch to `user`/`group` when this process
 /// daemonizes: they exist, and unless we are root, `user` is who we are
 /// already (only root may become someone else).
-pub fn check_switch(server: &ServerConf) -> Result<(), String> {
+pub(crate) fn check_switch(server: &ServerConf) -> Result<(), String> {
     let Some(user) = &server.user else {
         return Ok(());
     };
@@ -52,7 +53,7 @@ pub fn check_switch(server: &ServerConf) -> Result<(), String> {
 
 /// Says so when a daemon started as root will keep running as root (nginx
 /// would switch its workers to `nobody`; Pingora switches only when told).
-pub fn warn_if_staying_root(server: &ServerConf) {
+pub(crate) fn warn_if_staying_root(server: &ServerConf) {
     if server.user.is_none() && geteuid().is_root() {
         log::warn!(
             "running as root: set `user:` and `group:` to run unprivileged after binding \
@@ -61,27 +62,9 @@ pub fn warn_if_staying_root(server: &ServerConf) {
     }
 }
 
-/// The uid of `name`, or why not.
-pub fn lookup_user(name: &str) -> Result<u32, String> {
-    match User::from_name(name) {
-        Ok(Some(u)) => Ok(u.uid.as_raw()),
-        Ok(None) => Err(format!("user: no such user {name:?}")),
-        Err(e) => Err(format!("user: cannot look up {name:?}: {e}")),
-    }
-}
-
-/// The gid of `name`, or why not.
-pub fn lookup_group(name: &str) -> Result<u32, String> {
-    match Group::from_name(name) {
-        Ok(Some(g)) => Ok(g.gid.as_raw()),
-        Ok(None) => Err(format!("group: no such group {name:?}")),
-        Err(e) => Err(format!("group: cannot look up {name:?}: {e}")),
-    }
-}
-
 /// Listening sockets bound by this process, on their way to its own
 /// bootstrap through `upgrade_sock`.
-pub struct Handoff {
+pub(crate) struct Handoff {
     sender: JoinHandle<Result<(), String>>,
 }
 
@@ -89,7 +72,7 @@ impl Handoff {
     /// Binds every address (as Pingora would: SO_REUSEADDR, non-blocking;
     /// Pingora sets its own backlog when it takes the socket) and starts sending them to
     /// `upgrade_sock`, where bootstrap (run with `upgrade` set) receives them.
-    pub fn bind(listen: &[SocketAddr], upgrade_sock: &str) -> Result<Handoff, String> {
+    pub(crate) fn bind(listen: &[SocketAddr], upgrade_sock: &str) -> Result<Handoff, String> {
         let mut fds = Fds::new();
         for addr in listen {
             let l = TcpListener::bind(addr).map_err(|e| format!("listen {addr}: {e}"))?;
@@ -117,7 +100,7 @@ impl Handoff {
     }
 
     /// Waits until the sockets were sent.
-    pub fn finish(self) -> Result<(), String> {
+    pub(crate) fn finish(self) -> Result<(), String> {
         self.sender
             .join()
             .map_err(|_| "the socket handoff panicked".to_string())?
@@ -145,18 +128,4 @@ fn send_when_listening(fds: &Fds, path: &str) -> Result<(), String> {
         unsafe { libc::close(fd) };
     }
     sent.map(|_| ())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn accounts_are_looked_up() {
-        assert_eq!(lookup_user("root"), Ok(0));
-        assert_eq!(lookup_group("root"), Ok(0));
-        let err = lookup_user("no-such-user-fulcrum").unwrap_err();
-        assert_eq!(err, "user: no such user \"no-such-user-fulcrum\"");
-        assert!(lookup_group("no-such-group-fulcrum").is_err());
-    }
 }

@@ -11,7 +11,8 @@
 //! upgrade and keep their running values.
 
 use crate::config::{self, AccessLogFormat, AccessLogTarget, Loaded};
-use crate::runtime::{Runtime, SharedRuntime};
+use crate::runtime::{retry_limit, Runtime, SharedRuntime};
+use crate::status::Reloads;
 use async_trait::async_trait;
 use pingora::server::configuration::ServerConf;
 use pingora::server::ShutdownWatch;
@@ -24,7 +25,7 @@ use tokio::signal::unix::{signal, SignalKind};
 
 /// What the process was started with that a reload cannot change.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Fixed {
+pub(crate) struct Fixed {
     /// Pingora's settings as written in the file (before `-d`/`-u` merged in).
     pingora: serde_yaml::Mapping,
     listen: Vec<SocketAddr>,
@@ -36,21 +37,18 @@ pub struct Fixed {
 
 impl Fixed {
     /// Records the settings of a loaded file.
-    pub fn of(loaded: &Loaded) -> Fixed {
+    pub(crate) fn of(loaded: &Loaded) -> Fixed {
         Fixed {
             pingora: pingora_settings(&loaded.server),
             listen: loaded.config.listen.clone(),
             access_log: loaded.config.access_log.clone(),
             access_log_format: loaded.config.access_log_format,
-            retry_limit: crate::lifecycle::service::retry_limit(
-                &loaded.config,
-                loaded.server.max_retries,
-            ),
+            retry_limit: retry_limit(&loaded.config, loaded.server.max_retries),
         }
     }
 
     /// One line per setting that differs in `next`: `key: old -> new`.
-    pub fn changes(&self, next: &Fixed) -> Vec<String> {
+    fn changes(&self, next: &Fixed) -> Vec<String> {
         let mut out = vec![];
         let added = next
             .pingora
@@ -133,19 +131,19 @@ fn log_target(t: &AccessLogTarget) -> String {
 
 /// What a successful reload changed, for the summary log line.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct Summary {
+struct Summary {
     /// The generation now running.
-    pub generation: u64,
+    generation: u64,
     /// Pool count in the new generation.
-    pub pools: usize,
+    pools: usize,
     /// Route count in the new generation.
-    pub routes: usize,
+    routes: usize,
     /// `pool/addr` of servers that are new.
-    pub added: Vec<String>,
+    added: Vec<String>,
     /// `pool/addr` of servers that left and now drain.
-    pub removed: Vec<String>,
+    removed: Vec<String>,
     /// `pool/addr` of servers whose settings changed.
-    pub changed: Vec<String>,
+    changed: Vec<String>,
 }
 
 impl std::fmt::Display for Summary {
@@ -173,7 +171,7 @@ impl std::fmt::Display for Summary {
 /// Replaces `shared` with a runtime built from `loaded`. Servers of the old
 /// runtime that are not in the new one are marked removed after the swap
 /// (before it, a request still on the old runtime could find a pool empty).
-pub fn apply(shared: &SharedRuntime, loaded: Loaded) -> Summary {
+fn apply(shared: &SharedRuntime, loaded: Loaded) -> Summary {
     let old = shared.load_full();
     let next = Arc::new(Runtime::build(
         loaded.config,
@@ -218,8 +216,14 @@ pub fn apply(shared: &SharedRuntime, loaded: Loaded) -> Summary {
 
 /// Re-reads `path` and applies it, logging the outcome: every validation
 /// error (one line each, nothing changes), every setting that needs an
-/// upgrade (warn), and a summary line. Returns the summary on success.
-pub fn reload(path: &Path, shared: &SharedRuntime, fixed: &Fixed) -> Option<Summary> {
+/// upgrade (warn), and a summary line; the outcome is counted in `reloads`.
+/// Returns the summary on success.
+fn reload(
+    path: &Path,
+    shared: &SharedRuntime,
+    fixed: &Fixed,
+    reloads: &Reloads,
+) -> Option<Summary> {
     let file = path.display();
     let loaded = match config::load(path) {
         Ok(l) => l,
@@ -232,7 +236,7 @@ pub fn reload(path: &Path, shared: &SharedRuntime, fixed: &Fixed) -> Option<Summ
                 errors.0.len(),
                 shared.load().generation
             );
-            crate::status::record_reload(false);
+            reloads.record(false);
             return None;
         }
     };
@@ -243,26 +247,34 @@ pub fn reload(path: &Path, shared: &SharedRuntime, fixed: &Fixed) -> Option<Summ
         );
     }
     let summary = apply(shared, loaded);
-    crate::status::record_reload(true);
+    reloads.record(true);
     log::info!("reload of {file}: {summary}");
     Some(summary)
 }
 
 /// The background service that reloads on SIGHUP.
-pub struct Reloader {
+pub(crate) struct Reloader {
     path: PathBuf,
     runtime: SharedRuntime,
     fixed: Arc<Fixed>,
+    reloads: Arc<Reloads>,
 }
 
 impl Reloader {
     /// Reloads `path` (an absolute path: a daemon runs in `/`) into `runtime`;
-    /// `fixed` is what the process started with.
-    pub fn new(path: PathBuf, runtime: SharedRuntime, fixed: Fixed) -> Self {
+    /// `fixed` is what the process started with; outcomes are counted in
+    /// `reloads`.
+    pub(crate) fn new(
+        path: PathBuf,
+        runtime: SharedRuntime,
+        fixed: Fixed,
+        reloads: Arc<Reloads>,
+    ) -> Self {
         Reloader {
             path,
             runtime,
             fixed: Arc::new(fixed),
+            reloads,
         }
     }
 }
@@ -271,7 +283,7 @@ impl Reloader {
 /// before the [`Reloader`] listens is ignored instead of killing the process
 /// (the default action). Tokio keeps a handler installed for good once
 /// registered, across the daemon's fork too.
-pub fn guard_sighup() {
+pub(crate) fn guard_sighup() {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .build();
@@ -304,11 +316,15 @@ impl BackgroundService for Reloader {
             tokio::select! {
                 _ = hup.recv() => {
                     log::info!("SIGHUP: reloading {}", self.path.display());
-                    let (path, runtime, fixed) =
-                        (self.path.clone(), Arc::clone(&self.runtime), Arc::clone(&self.fixed));
+                    let (path, runtime, fixed, reloads) = (
+                        self.path.clone(),
+                        Arc::clone(&self.runtime),
+                        Arc::clone(&self.fixed),
+                        Arc::clone(&self.reloads),
+                    );
                     // Loading resolves host names: keep that off the async thread.
                     let done = tokio::task::spawn_blocking(move || {
-                        reload(&path, &runtime, &fixed);
+                        reload(&path, &runtime, &fixed, &reloads);
                     });
                     if let Err(e) = done.await {
                         log::error!("reload of {} failed: {e}", self.path.display());

@@ -7,17 +7,18 @@
 
 use crate::access_log::AccessLog;
 use crate::cli::Args;
-use crate::config::{Config, Loaded};
+use crate::config::Loaded;
 use crate::lifecycle::drain::{LingeringCleanup, SignalWatch};
+use crate::lifecycle::health_check::HealthChecker;
 use crate::lifecycle::privileges;
 use crate::lifecycle::reload::{self, Fixed, Reloader};
 use crate::net::downstream::connection::ClientLimits;
 use crate::net::downstream::listener::Listeners;
 use crate::net::workers::PerWorker;
-use crate::pool::health_check::HealthChecker;
 use crate::proxy::Fulcrum;
-use crate::runtime::{Runtime, SharedRuntime};
-use crate::status::{CountConnections, Counters, RateSampler};
+use crate::proxy::Leaving;
+use crate::runtime::{retry_limit, Runtime, SharedRuntime};
+use crate::status::{CountConnections, Counters, RateSampler, Reloads};
 use arc_swap::ArcSwap;
 use pingora::server::configuration::Opt;
 use pingora::server::{RunArgs, Server};
@@ -31,7 +32,7 @@ const DEFAULT_GRACE_PERIOD: u64 = 300;
 const DEFAULT_SHUTDOWN_TIMEOUT: u64 = 5;
 /// Seconds an old process keeps accepting after handing its sockets over
 /// (`CLOSE_TIMEOUT` in pingora-core's server/mod.rs, not configurable).
-pub const HANDOVER_ACCEPT_SECONDS: u64 = 5;
+const HANDOVER_ACCEPT_SECONDS: u64 = 5;
 
 /// Builds every service and runs until a signal stops the process.
 pub fn run(args: &Args, loaded: Loaded) -> Result<(), String> {
@@ -80,19 +81,24 @@ pub fn run(args: &Args, loaded: Loaded) -> Result<(), String> {
         write_pid_file(&pingora_server.configuration.pid_file);
     }
 
+    // The process's shared state, handed to whoever needs it.
     let counters = Arc::new(Counters::default());
+    let reloads = Arc::new(Reloads::default());
+    let leaving = Arc::new(Leaving::default());
     // One proxy, and so one upstream connection pool, per worker thread
     // (workers.rs); a single one on Pingora's work-stealing runtime.
     let conf = Arc::clone(&pingora_server.configuration);
     let workers = if conf.work_stealing { 0 } else { conf.threads };
-    crate::net::upstream::connector::set_capacity(conf.upstream_keepalive_pool_size);
     let proxies = PerWorker::new(workers, || {
         pingora::proxy::http_proxy(
             &conf,
             Fulcrum::new(
                 Arc::clone(&runtime),
                 Arc::clone(&counters),
+                Arc::clone(&reloads),
+                Arc::clone(&leaving),
                 access_log.clone(),
+                conf.upstream_keepalive_pool_size,
             ),
         )
     });
@@ -118,32 +124,14 @@ pub fn run(args: &Args, loaded: Loaded) -> Result<(), String> {
     ));
     pingora_server.add_service(background_service(
         "reload",
-        Reloader::new(args.config.clone(), runtime, fixed),
+        Reloader::new(args.config.clone(), runtime, fixed, reloads),
     ));
     pingora_server.run(RunArgs {
-        shutdown_signal: Box::new(SignalWatch::new(access_log.clone())),
+        shutdown_signal: Box::new(SignalWatch::new(access_log.clone(), leaving)),
     });
     // Every request has ended: write the lines still queued.
     access_log.finish();
     Ok(())
-}
-
-/// Pingora stops retrying after `max_retries` attempts; raise it so that our
-/// own `retry.tries` policy (0: every server of the pool) is the limit.
-pub fn retry_limit(config: &Config, max_retries: usize) -> usize {
-    let largest_pool = config
-        .pools
-        .iter()
-        .map(|p| p.servers.len())
-        .max()
-        .unwrap_or(1);
-    let largest_tries = config
-        .pools
-        .iter()
-        .map(|p| p.retry.tries as usize)
-        .max()
-        .unwrap_or(1);
-    max_retries.max(largest_pool).max(largest_tries)
 }
 
 /// Fails unless the pid file's directory takes a new file: found out after

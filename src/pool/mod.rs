@@ -1,50 +1,51 @@
-//! A pool: its servers' shared state, a Pingora `LoadBalancer` for selection,
-//! and the pool-wide policy (timeouts, retries, health checks).
+//! A pool: its servers' shared state, a selection over them, and the
+//! pool-wide policy (timeouts, retries, health checks).
+//!
+//! - `server.rs`: one server, composed of `passive.rs` (max_fails /
+//!   fail_timeout), `active.rs` (rise/fall verdict of `lifecycle/health_check.rs`),
+//!   `drain.rs`, `load.rs` (in flight, waiting, `latency.rs`) and
+//!   `stats.rs` (counters)
+//! - `attempt.rs`: the guard of one attempt, through which all of those
+//!   learn how it went
+//! - `select/`: choosing a server (least_conn, p2c, ewma over one driver;
+//!   Pingora's round_robin and random)
 
-mod ewma;
-pub mod health_check;
-mod least_conn;
-mod p2c;
+mod active;
+mod attempt;
+mod drain;
+mod latency;
+mod load;
+mod passive;
+mod select;
 mod server;
 mod stats;
 
-pub use ewma::{Ewma, LatencyEwma, DEFAULT_DECAY, DEFAULT_RTT};
-pub use least_conn::LeastConn;
-pub use p2c::P2c;
-pub use server::{now_ms, ActiveReport, InFlight, Server, Usability};
-pub use stats::{status_class, FailureKind, Stats, HISTORY_LEN, STATUS_CLASSES};
+pub(crate) use crate::clock::now_ms;
+pub use attempt::InFlight;
+pub(crate) use passive::Usability;
+pub use server::Server;
+pub use stats::FailureKind;
+pub(crate) use stats::{status_class, HISTORY_LEN, STATUS_CLASSES};
 
-use crate::config::{PoolConfig, Selection};
-use pingora_load_balancing::discovery::Static;
-use pingora_load_balancing::selection::{BackendIter, BackendSelection, Random, RoundRobin};
-use pingora_load_balancing::{Backend, Backends, LoadBalancer};
+use crate::config::PoolConfig;
+use pingora_load_balancing::Backend;
+use select::{server_of, Pick};
 use std::collections::{BTreeSet, HashMap};
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
-
-/// The selection algorithm, wrapped around Pingora's `LoadBalancer`.
-enum Selector {
-    LeastConn(LoadBalancer<LeastConn>),
-    RoundRobin(LoadBalancer<RoundRobin>),
-    Random(LoadBalancer<Random>),
-    Ewma(LoadBalancer<Ewma>),
-    P2c(LoadBalancer<P2c>),
-}
 
 /// An upstream pool.
 pub struct Pool {
     name: Arc<str>,
     /// Settings from the config.
-    pub config: PoolConfig,
+    pub(crate) config: PoolConfig,
     /// Servers in config order, shared with in-flight requests.
     pub servers: Vec<Arc<Server>>,
-    selector: Selector,
+    selector: Box<dyn Pick>,
 }
 
 /// Shared server state by (pool, address), carried across reloads.
-pub type ServerRegistry = HashMap<(String, SocketAddr), Arc<Server>>;
+pub(crate) type ServerRegistry = HashMap<(String, SocketAddr), Arc<Server>>;
 
 impl Pool {
     /// Builds a pool, reusing the state of servers already in `previous`
@@ -73,44 +74,33 @@ impl Pool {
                 b
             })
             .collect();
-        let selector = match config.selection {
-            Selection::LeastConn => Selector::LeastConn(load_balancer(set)),
-            Selection::RoundRobin => Selector::RoundRobin(load_balancer(set)),
-            Selection::Random => Selector::Random(load_balancer(set)),
-            Selection::Ewma => Selector::Ewma(load_balancer(set)),
-            Selection::P2c => Selector::P2c(load_balancer(set)),
-        };
         Pool {
             name: config.name.as_str().into(),
+            selector: select::selector(config.selection, set),
             config,
             servers,
-            selector,
         }
     }
 
     /// Pool name.
-    pub fn name(&self) -> &str {
+    pub(crate) fn name(&self) -> &str {
         &self.name
     }
 
     /// Pool name, shared (for log records).
-    pub fn name_arc(&self) -> Arc<str> {
+    pub(crate) fn name_arc(&self) -> Arc<str> {
         Arc::clone(&self.name)
     }
 
     /// True when no server is usable only because all are at `max_conns`.
-    pub fn all_busy(&self) -> bool {
-        self.servers.iter().any(|s| {
-            s.max_conns() > 0
-                && s.in_flight() >= s.max_conns() as usize
-                && !s.is_down()
-                && !s.is_drained()
-                && s.active_healthy()
-        })
+    pub(crate) fn all_busy(&self) -> bool {
+        self.servers
+            .iter()
+            .any(|s| s.at_max_conns() && !s.is_down() && !s.is_drained() && s.active_healthy())
     }
 
     /// Whether passive failures may mark servers (nginx: never in a one-server pool).
-    pub fn passive_enabled(&self) -> bool {
+    pub(crate) fn passive_enabled(&self) -> bool {
         self.servers.len() > 1
     }
 
@@ -133,31 +123,11 @@ impl Pool {
         // A probe may be lost to a concurrent request; then look again.
         for _ in 0..self.servers.len() + 1 {
             let now = now_ms();
-            let accept = |b: &Backend, backups: bool| {
-                let s = server_of(b);
-                s.is_backup() == backups
-                    && !tried.contains(&s.addr)
-                    && s.usability(now) != Usability::Unusable
+            let accept = |s: &Arc<Server>| {
+                !tried.contains(&s.addr) && s.usability(now) != Usability::Unusable
             };
             let max = self.servers.len() * 4 + 4;
-            let chosen = match &self.selector {
-                // These iterators already order primaries before backups.
-                Selector::LeastConn(lb) => {
-                    lb.select_with(b"", max, |b, _| accept(b, false) || accept(b, true))
-                }
-                Selector::Ewma(lb) => {
-                    lb.select_with(b"", max, |b, _| accept(b, false) || accept(b, true))
-                }
-                Selector::P2c(lb) => {
-                    lb.select_with(b"", max, |b, _| accept(b, false) || accept(b, true))
-                }
-                Selector::RoundRobin(lb) => lb
-                    .select_with(b"", max, |b, _| accept(b, false))
-                    .or_else(|| lb.select_with(b"", max, |b, _| accept(b, true))),
-                Selector::Random(lb) => lb
-                    .select_with(b"", max, |b, _| accept(b, false))
-                    .or_else(|| lb.select_with(b"", max, |b, _| accept(b, true))),
-            }?;
+            let chosen = self.selector.pick(max, &accept)?;
             if let Some(attempt) = server_of(&chosen).begin(now) {
                 return Some(attempt);
             }
@@ -166,7 +136,7 @@ impl Pool {
     }
 
     /// How many servers could take a request now (for `tries: 0`).
-    pub fn usable_count(&self) -> usize {
+    pub(crate) fn usable_count(&self) -> usize {
         let now = now_ms();
         self.servers
             .iter()
@@ -176,35 +146,11 @@ impl Pool {
 
     /// Whether any server not in `tried` could take a request now
     /// (including a last-resort attempt, see [`Pool::select`]).
-    pub fn has_untried(&self, tried: &[SocketAddr]) -> bool {
+    pub(crate) fn has_untried(&self, tried: &[SocketAddr]) -> bool {
         let now = now_ms();
         self.servers.iter().any(|s| {
             !tried.contains(&s.addr)
                 && (s.usability(now) != Usability::Unusable || s.only_passively_failed())
         })
     }
-}
-
-fn server_of(b: &Backend) -> &Arc<Server> {
-    b.ext
-        .get::<Arc<Server>>()
-        .expect("every backend of a pool carries its Server")
-}
-
-fn load_balancer<S>(set: BTreeSet<Backend>) -> LoadBalancer<S>
-where
-    S: BackendSelection + 'static,
-    S::Iter: BackendIter,
-{
-    let lb = LoadBalancer::from_backends(Backends::new(Static::new(set)));
-    // Static discovery completes without waiting; drive it to completion here
-    // so the pool is ready before it is published.
-    {
-        let mut fut = std::pin::pin!(lb.update());
-        match fut.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
-            Poll::Ready(r) => r.expect("static discovery cannot fail"),
-            Poll::Pending => unreachable!("static discovery does not wait"),
-        }
-    }
-    lb
 }

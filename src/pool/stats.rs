@@ -1,8 +1,9 @@
-//! Per-server counters for the metrics and the status page, beyond the
-//! in-flight/requests/failures counts the selection itself needs. Everything
-//! on the request path is an atomic add or a lock-free histogram observation;
-//! the only lock guards the requests-per-second history, which just the
-//! once-a-second sampler and status readers touch.
+//! Per-server counters for the metrics and the status page: what happened,
+//! as opposed to what a server carries now (`load.rs`), which is what the
+//! selections weigh. Everything on the request path is an atomic add or a
+//! lock-free histogram observation; the only lock guards the
+//! requests-per-second history, which just the once-a-second sampler and
+//! status readers touch.
 
 use prometheus::core::Collector;
 use prometheus::proto::Metric;
@@ -75,6 +76,10 @@ struct History {
 
 /// Counters of one server for metrics and the status page.
 pub struct Stats {
+    /// Attempts sent to the server, and those that failed (of any kind,
+    /// whether or not the kind is known).
+    attempts: AtomicU64,
+    failed_attempts: AtomicU64,
     responses: [AtomicU64; 5],
     failures: [AtomicU64; 4],
     retries: AtomicU64,
@@ -98,6 +103,8 @@ impl Stats {
     /// Zeroed counters.
     pub fn new() -> Stats {
         Stats {
+            attempts: AtomicU64::new(0),
+            failed_attempts: AtomicU64::new(0),
             responses: Default::default(),
             failures: Default::default(),
             retries: AtomicU64::new(0),
@@ -105,6 +112,26 @@ impl Stats {
             connect_time: histogram("connect_time_seconds", CONNECT_TIME_BUCKETS),
             history: Mutex::new(History::default()),
         }
+    }
+
+    /// An attempt starts on the server.
+    pub(crate) fn count_attempt(&self) {
+        self.attempts.fetch_add(1, Relaxed);
+    }
+
+    /// An attempt failed, whatever the way (see also [`Stats::count_failure`]).
+    pub(crate) fn count_failed_attempt(&self) {
+        self.failed_attempts.fetch_add(1, Relaxed);
+    }
+
+    /// Attempts sent to this server since start.
+    pub fn requests(&self) -> u64 {
+        self.attempts.load(Relaxed)
+    }
+
+    /// Failed attempts since start.
+    pub fn failures(&self) -> u64 {
+        self.failed_attempts.load(Relaxed)
     }
 
     /// The server answered with `status` after `elapsed` (attempt start to
@@ -123,7 +150,7 @@ impl Stats {
         self.connect_time.observe(elapsed.as_secs_f64());
     }
 
-    /// An attempt failed.
+    /// An attempt failed in a known way: counted by kind.
     pub fn count_failure(&self, kind: FailureKind) {
         self.failures[kind as usize].fetch_add(1, Relaxed);
     }

@@ -29,11 +29,11 @@ use pingora_http::authority::raw_target_authority;
 
 /// Why a request is refused before it is routed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reject {
+pub(crate) struct Reject {
     /// 400, 413 or 431.
-    pub status: u16,
+    pub(crate) status: u16,
     /// Said in the response body and the error log.
-    pub reason: String,
+    pub(crate) reason: String,
 }
 
 impl Reject {
@@ -45,7 +45,7 @@ impl Reject {
     }
 
     /// The error that makes the proxy answer `status` and close the connection.
-    pub fn into_error(self) -> Box<Error> {
+    pub(crate) fn into_error(self) -> Box<Error> {
         Error::explain(ErrorType::HTTPStatus(self.status), self.reason)
     }
 }
@@ -53,7 +53,7 @@ impl Reject {
 /// Every check on a request header, in order: size (431), field count
 /// (431), framing (400), declared body size (413). `raw` is the header as
 /// received (request line through the empty line).
-pub fn check_request(
+pub(crate) fn check_request(
     raw: &[u8],
     req: &RequestHeader,
     body: &DeclaredBody,
@@ -101,7 +101,7 @@ pub fn check_request(
 
 /// What a request header says of its body (RFC 9112 §6.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeclaredBody {
+pub(crate) enum DeclaredBody {
     /// Neither `Content-Length` nor `Transfer-Encoding`: no body.
     Absent,
     /// `Content-Length` (`None`: not a number, which Pingora refuses first).
@@ -112,7 +112,7 @@ pub enum DeclaredBody {
 
 impl DeclaredBody {
     /// The body's length on the wire, where the header fixes it.
-    pub fn wire_length(self) -> Option<u64> {
+    pub(crate) fn wire_length(self) -> Option<u64> {
         match self {
             DeclaredBody::Absent => Some(0),
             DeclaredBody::Length(n) => n,
@@ -123,7 +123,7 @@ impl DeclaredBody {
 
 /// Reads the body's framing fields (two lookups, shared by the checks here
 /// and the client connection's accounting).
-pub fn declared_body(req: &RequestHeader) -> DeclaredBody {
+pub(crate) fn declared_body(req: &RequestHeader) -> DeclaredBody {
     if req.headers.contains_key(http::header::TRANSFER_ENCODING) {
         return DeclaredBody::Encoded;
     }
@@ -138,13 +138,13 @@ pub fn declared_body(req: &RequestHeader) -> DeclaredBody {
 }
 
 /// `GET http://h/p`: the target names the host (RFC 9112 §3.2.2).
-pub fn has_absolute_target(req: &RequestHeader) -> bool {
+pub(crate) fn has_absolute_target(req: &RequestHeader) -> bool {
     let raw = req.raw_path();
     raw.first() != Some(&b'/') && raw_target_authority(raw).authority().is_some()
 }
 
 /// Checks that the body framing can be read only one way.
-pub fn framing(raw: &[u8]) -> Result<(), Reject> {
+pub(crate) fn framing(raw: &[u8]) -> Result<(), Reject> {
     let mut lengths: Vec<&[u8]> = Vec::new();
     let mut te_fields = 0usize;
     let mut te_chunked = true;
@@ -187,12 +187,12 @@ pub fn framing(raw: &[u8]) -> Result<(), Reject> {
 
 /// Whether `len` body bytes are more than `client_max_body_size` (`max`,
 /// 0 = unlimited) allows.
-pub fn body_too_large(len: u64, max: u64) -> bool {
+pub(crate) fn body_too_large(len: u64, max: u64) -> bool {
     max != 0 && len > max
 }
 
 /// The 413 answer for `client_max_body_size` `max`.
-pub fn body_reject(max: u64) -> Reject {
+pub(crate) fn body_reject(max: u64) -> Reject {
     Reject::new(
         413,
         format!("request body exceeds limits.client_max_body_size ({max} bytes)"),
@@ -202,7 +202,7 @@ pub fn body_reject(max: u64) -> Reject {
 /// After an early 413, reads and discards what the client is still sending
 /// (at most [`LINGER_TIME`]) before the connection is closed: closing a
 /// socket with unread data resets it, and the client could lose the answer.
-pub async fn discard_body(session: &mut Session) {
+pub(crate) async fn discard_body(session: &mut Session) {
     let deadline = tokio::time::Instant::now() + LINGER_TIME;
     while let Ok(Ok(Some(_))) = tokio::time::timeout_at(deadline, session.read_request_body()).await
     {
@@ -210,12 +210,12 @@ pub async fn discard_body(session: &mut Session) {
 }
 
 /// How long [`discard_body`] goes on (nginx: `lingering_time`, 30 s).
-pub const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+pub(crate) const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Pingora's keepalive setting for `keepalive_timeout`: `None` turns
 /// keepalive off; otherwise whole seconds, rounded up (Pingora counts in
 /// seconds, and its 0 would mean "forever").
-pub fn keepalive_secs(limits: &LimitsConfig) -> Option<u64> {
+pub(crate) fn keepalive_secs(limits: &LimitsConfig) -> Option<u64> {
     let t = limits.keepalive_timeout;
     if t.is_zero() {
         None
@@ -226,7 +226,7 @@ pub fn keepalive_secs(limits: &LimitsConfig) -> Option<u64> {
 
 /// The body of an error response fulcrum writes: `"431 Request Header
 /// Fields Too Large: <why>"`; the why only for errors raised by a check.
-pub fn error_text(code: u16, e: &Error) -> String {
+pub(crate) fn error_text(code: u16, e: &Error) -> String {
     let reason = http::StatusCode::from_u16(code)
         .ok()
         .and_then(|s| s.canonical_reason())

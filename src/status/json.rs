@@ -2,13 +2,13 @@
 //! routes, and reload outcomes. The live page polls it.
 
 use super::counters::Snapshot;
-use super::{reload_stats, selection_name, server_state};
+use super::{selection_name, server_state, ReloadStats};
 use crate::pool::{FailureKind, Pool, Server, STATUS_CLASSES};
 use crate::runtime::Runtime;
 use serde_json::{json, Map, Value};
 
 /// The JSON document for the status endpoint.
-pub fn render(rt: &Runtime, conns: &Snapshot) -> String {
+pub fn render(rt: &Runtime, conns: &Snapshot, reload: &ReloadStats) -> String {
     let pools: Vec<Value> = rt.pools.iter().map(|p| pool(p)).collect();
     let routes: Vec<Value> = rt
         .router
@@ -24,7 +24,6 @@ pub fn render(rt: &Runtime, conns: &Snapshot) -> String {
             })
         })
         .collect();
-    let reload = reload_stats();
     let doc = json!({
         "generation": rt.generation,
         "reload": {

@@ -8,7 +8,7 @@
 //! `prometheus` crate's text encoder.
 
 use super::counters::Snapshot;
-use super::{reload_stats, server_state, SERVER_STATES};
+use super::{server_state, ReloadStats, SERVER_STATES};
 use crate::pool::{FailureKind, Pool, Server, STATUS_CLASSES};
 use crate::runtime::Runtime;
 use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType};
@@ -101,9 +101,9 @@ impl Scrape {
 }
 
 /// The whole exposition for the current runtime.
-pub fn render(rt: &Runtime, conns: &Snapshot) -> String {
+pub fn render(rt: &Runtime, conns: &Snapshot, reloads: &ReloadStats) -> String {
     let mut s = Scrape { families: vec![] };
-    process(&mut s, rt, conns);
+    process(&mut s, rt, conns, reloads);
     routes(&mut s, rt);
     pools(&mut s, rt);
     servers(&mut s, rt);
@@ -114,7 +114,7 @@ pub fn render(rt: &Runtime, conns: &Snapshot) -> String {
     String::from_utf8(out).unwrap_or_default()
 }
 
-fn process(s: &mut Scrape, rt: &Runtime, c: &Snapshot) {
+fn process(s: &mut Scrape, rt: &Runtime, c: &Snapshot, r: &ReloadStats) {
     s.add(
         "fulcrum_build_info",
         "Always 1; the version label names the running fulcrum.",
@@ -161,7 +161,6 @@ fn process(s: &mut Scrape, rt: &Runtime, c: &Snapshot) {
         "Generation of the running config: 1 at start, +1 per successful reload.",
         rt.generation as f64,
     );
-    let r = reload_stats();
     s.gauge(
         "fulcrum_config_last_reload_successful",
         "Whether the last SIGHUP reload succeeded (1 before any reload).",
@@ -376,7 +375,8 @@ mod tests {
         s.stats.count_failure(FailureKind::Timeout);
         rt.route_stats[0].count_request();
         let snap = crate::status::Counters::default().snapshot();
-        let text = render(&rt, &snap);
+        let reloads = crate::status::Reloads::default().snapshot();
+        let text = render(&rt, &snap, &reloads);
         for needle in [
             "# TYPE fulcrum_upstream_response_time_seconds histogram",
             "fulcrum_upstream_response_time_seconds_count{pool=\"p\",server=\"127.0.0.1:1\"} 1",

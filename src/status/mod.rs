@@ -9,14 +9,14 @@ mod admin;
 pub mod counters;
 mod json;
 mod metrics;
-pub mod reloads;
+mod reloads;
 pub mod respond;
 pub mod sampler;
 mod stub;
 mod ui;
 
-pub use counters::{CountConnections, Counters, RequestGuard, Snapshot};
-pub use reloads::{record_reload, reload_stats, ReloadStats};
+pub use counters::{CountConnections, Counters, RequestGuard};
+pub(crate) use reloads::{ReloadStats, Reloads};
 pub use sampler::RateSampler;
 
 use crate::pool::{Pool, Server};
@@ -34,10 +34,11 @@ pub fn is_status_path(rt: &Runtime, path: &str) -> bool {
 }
 
 /// Answers a request for the status pages; returns the status code sent.
-pub async fn handle(
+pub(crate) async fn handle(
     session: &mut Session,
     rt: &Runtime,
     counters: &Counters,
+    reloads: &Reloads,
     peer: Option<IpAddr>,
 ) -> Result<u16> {
     let allowed = peer.is_some_and(|ip| rt.config.status.allow.iter().any(|c| c.contains(ip)));
@@ -68,11 +69,11 @@ pub async fn handle(
             respond(session, 200, "text/plain", body, &[]).await?;
         }
         "/json" => {
-            let body = json::render(rt, &counters.snapshot());
+            let body = json::render(rt, &counters.snapshot(), &reloads.snapshot());
             respond(session, 200, "application/json", body, &[]).await?;
         }
         "/metrics" => {
-            let body = metrics::render(rt, &counters.snapshot());
+            let body = metrics::render(rt, &counters.snapshot(), &reloads.snapshot());
             respond(session, 200, metrics::CONTENT_TYPE, body, &[]).await?;
         }
         "/ui" => {

@@ -6,7 +6,7 @@
 
 #![allow(dead_code)]
 
-use fulcrum::proxy::router::{normalize, BadPath, Route, Router};
+use fulcrum::router::{normalize, BadPath, Route, Router};
 
 /// What the model says about one path.
 #[derive(Debug, Clone, PartialEq, Eq)]

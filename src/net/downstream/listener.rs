@@ -45,7 +45,7 @@ const BIND_RETRY: Duration = Duration::from_millis(500);
 
 /// The service that accepts client connections on every `listen` address
 /// and hands each to the app on one of the worker threads.
-pub struct Listeners<A> {
+pub(crate) struct Listeners<A> {
     name: String,
     addrs: Vec<String>,
     app: Option<A>,
@@ -57,7 +57,7 @@ pub struct Listeners<A> {
 impl<A> Listeners<A> {
     /// `app` serves the connections accepted on `addrs`, on `workers`
     /// threads of fulcrum's own, or on Pingora's work-stealing runtime if 0.
-    pub fn new(name: &str, addrs: &[SocketAddr], app: A, workers: usize) -> Self {
+    pub(crate) fn new(name: &str, addrs: &[SocketAddr], app: A, workers: usize) -> Self {
         Listeners {
             name: name.to_string(),
             // The key of each socket in the inherited table (as Pingora's).
@@ -229,7 +229,7 @@ async fn accept_loop<A: ServerApp + Send + Sync + 'static>(
 /// socket and the peer address (for `X-Forwarded-For`, the status allow
 /// list and the access log).
 #[derive(Debug)]
-pub struct ClientSocket {
+pub(crate) struct ClientSocket {
     tcp: TcpStream,
     digest: Arc<SocketDigest>,
 }

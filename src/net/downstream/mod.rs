@@ -1,6 +1,10 @@
 //! Client side: the listening sockets and accept loops (`listener`), and
 //! each client connection's HTTP/1 loop (`connection`): keepalive,
-//! pipelining, the header deadline, `max_connections`.
+//! pipelining, `max_connections`; its stream with the header deadline
+//! (`deadline`) and its write buffer (`out_buf`). `HeaderDeadline` is
+//! public for the Pingora contract tests; the rest is the crate's.
 
 pub mod connection;
-pub mod listener;
+pub mod deadline;
+pub(crate) mod listener;
+mod out_buf;

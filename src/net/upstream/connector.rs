@@ -23,6 +23,11 @@
 //! The lent socket also notes when the request was written and reads the
 //! first bytes of the answer with their kernel arrival time, which gives
 //! the server's own answer time for `ewma` (net/upstream/server_time.rs).
+//!
+//! How many idle connections a worker keeps (`upstream_keepalive_pool_size`)
+//! is passed in with each lease ([`Lease::with_idle_capacity`]).
+//!
+//! What this relies on in Pingora, and the tests that guard it: src/net/mod.rs.
 
 use crate::net::upstream::server_time;
 use crate::net::upstream::tcp as upstream_tcp;
@@ -39,7 +44,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::unix::io::AsRawFd;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -50,13 +55,9 @@ use tokio::net::TcpStream;
 /// `keepalive_timeout` default).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Idle connections kept per worker thread (`upstream_keepalive_pool_size`).
-static CAPACITY: AtomicUsize = AtomicUsize::new(128);
-
-/// Sets how many idle connections each worker thread keeps.
-pub fn set_capacity(n: usize) {
-    CAPACITY.store(n, Relaxed);
-}
+/// Idle connections kept per worker thread when nothing else is said
+/// (Pingora's default `upstream_keepalive_pool_size`).
+pub const DEFAULT_IDLE_CAPACITY: usize = 128;
 
 thread_local! {
     /// This worker's idle connections, oldest first.
@@ -98,14 +99,9 @@ fn checkout(addr: SocketAddr) -> Option<TcpStream> {
     })
 }
 
-/// Keeps a connection for reuse, dropping the oldest beyond capacity and
-/// any expired at the front.
-fn checkin(addr: SocketAddr, tcp: TcpStream) {
-    keep(CAPACITY.load(Relaxed), addr, tcp);
-}
-
-/// [`checkin`] with a given capacity.
-fn keep(cap: usize, addr: SocketAddr, tcp: TcpStream) {
+/// Keeps a connection for reuse in a list of at most `cap`, dropping the
+/// oldest beyond it and any expired at the front.
+fn checkin(cap: usize, addr: SocketAddr, tcp: TcpStream) {
     if cap == 0 {
         return;
     }
@@ -143,6 +139,8 @@ const LENGTH_KEEPALIVE: u8 = 2;
 const COMPLETE: u8 = 4;
 /// The end-of-response read was done.
 const CHECKED: u8 = 8;
+/// The server sent more than its Content-Length (counted as a failure).
+const SURPLUS: u8 = 16;
 
 /// One attempt's use of an upstream connection, shared by the request's
 /// context, the connector and the lent socket.
@@ -153,17 +151,25 @@ pub struct Lease {
     /// The server's time to the first bytes of its answer, as the kernel
     /// stamped them (ns; 0: unknown). See net/upstream/server_time.rs.
     answer_ns: AtomicU64,
+    /// Idle connections this worker keeps (`upstream_keepalive_pool_size`).
+    idle_capacity: usize,
     pool: Arc<Pool>,
     server: Arc<Server>,
 }
 
 impl Lease {
-    /// A lease for an attempt on `server` of `pool`.
-    pub fn new(pool: Arc<Pool>, server: Arc<Server>) -> Arc<Lease> {
+    /// A lease for an attempt on `server` of `pool`, whose connection goes
+    /// back to a worker's list of at most `idle_capacity` idle ones.
+    pub fn with_idle_capacity(
+        pool: Arc<Pool>,
+        server: Arc<Server>,
+        idle_capacity: usize,
+    ) -> Arc<Lease> {
         Arc::new(Lease {
             flags: AtomicU8::new(0),
             connect_ns: AtomicU64::new(0),
             answer_ns: AtomicU64::new(0),
+            idle_capacity,
             pool,
             server,
         })
@@ -214,6 +220,12 @@ impl Lease {
         }
     }
 
+    /// Whether the server sent more than its Content-Length on this
+    /// attempt's connection (found when Pingora let go of it).
+    pub fn surplus_found(&self) -> bool {
+        self.has(SURPLUS)
+    }
+
     fn has(&self, flag: u8) -> bool {
         self.flags.load(Relaxed) & flag != 0
     }
@@ -221,6 +233,7 @@ impl Lease {
     /// The server sent more than its Content-Length: a failure, as an
     /// invalid response is.
     fn surplus(&self, how: &str) {
+        self.flags.fetch_or(SURPLUS, Relaxed);
         log::warn!(
             "pool {}: server {} sent more than its Content-Length ({how})",
             self.pool.name(),
@@ -327,7 +340,9 @@ impl LentSocket {
             return;
         };
         match tcp.try_read(&mut [0u8; 1]) {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => checkin(self.addr, tcp),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                checkin(self.lease.idle_capacity, self.addr, tcp)
+            }
             Ok(n) if n > 0 => self.lease.surplus("more bytes came after it"),
             _ => {} // closed or broken: dropped
         }
@@ -454,10 +469,10 @@ mod tests {
         let (quiet, _quiet_server) = pair(&listener).await;
         let (closed, closed_server) = pair(&listener).await;
         let (talkative, mut talkative_server) = pair(&listener).await;
-        checkin(addr, quiet);
+        checkin(8, addr, quiet);
         let quiet_port = IDLE.with_borrow(|i| i[0].tcp.local_addr().unwrap());
-        checkin(addr, closed);
-        checkin(addr, talkative);
+        checkin(8, addr, closed);
+        checkin(8, addr, talkative);
         drop(closed_server);
         talkative_server.write_all(b"x").await.unwrap();
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -467,7 +482,7 @@ mod tests {
         assert_eq!(idle_count(), 0);
         assert!(checkout(addr).is_none());
         let other: SocketAddr = "127.0.0.1:1".parse().unwrap();
-        checkin(other, got);
+        checkin(8, other, got);
         assert!(checkout(addr).is_none(), "a connection to another server");
         assert_eq!(idle_count(), 1);
         sweep_idle();
@@ -487,7 +502,7 @@ mod tests {
                 first = Some(c.local_addr().unwrap());
             }
             servers.push(s);
-            keep(2, addr, c);
+            checkin(2, addr, c);
         }
         assert_eq!(idle_count(), 2);
         let oldest = IDLE.with_borrow(|i| i[0].tcp.local_addr().unwrap());

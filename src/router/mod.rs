@@ -13,7 +13,13 @@
 //! first), so `/api/users\..\orders` could be routed as one path and served
 //! as another. No ordinary API path needs one. An encoded slash (`%2F`) is
 //! kept: it is data, never a separator, and forwarded as `%2F`.
+//!
+//! Public (the rest of `proxy` is not): the property tests and the fuzz
+//! targets check it against a model.
 
+mod stats;
+
+pub(crate) use stats::RouteStats;
 use std::borrow::Cow;
 
 /// One entry of the route table.

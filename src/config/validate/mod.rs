@@ -1,0 +1,207 @@
+//! Turns the parsed file into the model. All checks live here, and every
+//! error found is collected (not just the first), each prefixed with the
+//! field path it concerns, e.g. `routes[2].pool: no pool named "orders"`.
+//!
+//! - `mod.rs`: the document, its top-level keys, `listen`, `status`, the
+//!   access log
+//! - `pingora_settings.rs`: Pingora's own keys (`ServerConf`)
+//! - `limits.rs`, `pools.rs`, `health_check.rs`, `routes.rs`: their sections
+
+mod health_check;
+mod limits;
+mod pingora_settings;
+mod pools;
+mod routes;
+#[cfg(test)]
+mod tests;
+
+use super::duration::parse_duration;
+use super::env::expand_tree;
+use super::file::*;
+use super::pingora_keys::{is_pingora_key, rejection};
+use super::*;
+use limits::limits;
+use pools::pools;
+use routes::routes;
+use serde_yaml::Value;
+
+const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
+const DEFAULT_STATUS_ALLOW: &[&str] = &["127.0.0.1/32", "::1/128"];
+
+/// Collects errors while walking the document.
+#[derive(Default)]
+struct Checker {
+    errors: Vec<String>,
+}
+
+impl Checker {
+    fn err(&mut self, path: &str, msg: impl fmt::Display) {
+        self.errors.push(format!("{path}: {msg}"));
+    }
+
+    fn duration(&mut self, path: &str, raw: Option<&String>, default: Duration) -> Duration {
+        match raw {
+            None => default,
+            Some(s) => parse_duration(s).unwrap_or_else(|e| {
+                self.err(path, e);
+                default
+            }),
+        }
+    }
+
+    fn abs_path(&mut self, path: &str, raw: Option<String>, default: &str) -> String {
+        let p = raw.unwrap_or_else(|| default.to_string());
+        if !p.starts_with('/') {
+            self.err(path, format!("{p:?} must start with '/'"));
+        }
+        p
+    }
+}
+
+pub(super) fn validate_document(
+    text: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<Loaded, ConfigErrors> {
+    let mut doc: Value =
+        serde_yaml::from_str(text).map_err(|e| ConfigErrors(vec![format!("invalid YAML: {e}")]))?;
+    if doc.is_null() {
+        doc = Value::Mapping(Default::default());
+    }
+    let Value::Mapping(_) = doc else {
+        return Err(ConfigErrors(vec![
+            "(top level): the config must be a YAML mapping".into(),
+        ]));
+    };
+    let mut c = Checker::default();
+    expand_tree(&mut doc, "", lookup, &mut c.errors);
+    let map = doc.as_mapping().expect("checked above");
+
+    for key in map.keys() {
+        match key.as_str() {
+            Some(k) => match rejection(k, map) {
+                Some(why) => c.err(k, why),
+                None if OWN_KEYS.contains(&k) || is_pingora_key(k) => {}
+                None => c.err(k, "unknown key"),
+            },
+            None => c.err(&format!("{key:?}"), "keys must be strings"),
+        }
+    }
+
+    let server = pingora_settings::server_conf(&mut c, map);
+
+    let get = |k: &str| map.get(k).filter(|v| !v.is_null());
+    let listen = listen(&mut c, get("listen"));
+    let health_path = match get("health_path") {
+        None => "/health".to_string(),
+        Some(v) => {
+            let s = parse_section::<String>(v, "health_path", &mut c.errors);
+            c.abs_path("health_path", s, "/health")
+        }
+    };
+    let status = status(&mut c, get("status"));
+    if status.path == health_path {
+        c.err("status.path", "must differ from health_path");
+    }
+    let access_log =
+        match get("access_log").map(|v| parse_section::<String>(v, "access_log", &mut c.errors)) {
+            None => AccessLogTarget::Stdout,
+            Some(None) => AccessLogTarget::Off,
+            Some(Some(s)) => match s.as_str() {
+                "stdout" => AccessLogTarget::Stdout,
+                "off" => AccessLogTarget::Off,
+                "" => {
+                    c.err("access_log", "must be stdout, off or a file path");
+                    AccessLogTarget::Off
+                }
+                p => AccessLogTarget::File(PathBuf::from(p)),
+            },
+        };
+
+    let access_log_format = match get("access_log_format")
+        .and_then(|v| parse_section::<String>(v, "access_log_format", &mut c.errors))
+        .as_deref()
+    {
+        None | Some("default") => AccessLogFormat::Default,
+        Some("combined") => AccessLogFormat::Combined,
+        Some("json") => AccessLogFormat::Json,
+        Some(other) => {
+            c.err(
+                "access_log_format",
+                format!("{other:?} is not one of default, combined, json"),
+            );
+            AccessLogFormat::Default
+        }
+    };
+
+    let pools = pools(&mut c, get("pools"));
+    let routes = routes(&mut c, get("routes"), &pools);
+    let limits = limits(&mut c, get("limits"));
+
+    if c.errors.is_empty() {
+        Ok(Loaded {
+            config: Config {
+                listen,
+                health_path,
+                status,
+                access_log,
+                access_log_format,
+                pools,
+                routes,
+                limits,
+            },
+            server: server.expect("no errors means Pingora settings parsed"),
+        })
+    } else {
+        Err(ConfigErrors(c.errors))
+    }
+}
+
+fn listen(c: &mut Checker, v: Option<&Value>) -> Vec<SocketAddr> {
+    let list = match v {
+        None => vec![DEFAULT_LISTEN.to_string()],
+        Some(v) => parse_section::<Vec<String>>(v, "listen", &mut c.errors).unwrap_or_default(),
+    };
+    if v.is_some() && list.is_empty() && c.errors.iter().all(|e| !e.starts_with("listen")) {
+        c.err("listen", "at least one address is required");
+    }
+    let mut out = vec![];
+    for (i, a) in list.iter().enumerate() {
+        match a.parse::<SocketAddr>() {
+            Ok(addr) if out.contains(&addr) => {
+                c.err(&format!("listen[{i}]"), format!("duplicate address {a:?}"))
+            }
+            Ok(addr) => out.push(addr),
+            Err(_) => c.err(
+                &format!("listen[{i}]"),
+                format!("{a:?} is not an ip:port address"),
+            ),
+        }
+    }
+    out
+}
+
+fn status(c: &mut Checker, v: Option<&Value>) -> StatusConfig {
+    let raw = v
+        .and_then(|v| parse_section::<RawStatus>(v, "status", &mut c.errors))
+        .unwrap_or_default();
+    let path = c.abs_path("status.path", raw.path, "/nginx-status");
+    if path.len() > 1 && path.ends_with('/') {
+        c.err("status.path", "must not end with '/'");
+    }
+    let allow_raw = raw
+        .allow
+        .unwrap_or_else(|| DEFAULT_STATUS_ALLOW.iter().map(|s| s.to_string()).collect());
+    let mut allow = vec![];
+    for (i, a) in allow_raw.iter().enumerate() {
+        match a.parse::<Cidr>() {
+            Ok(cidr) => allow.push(cidr),
+            Err(e) => c.err(&format!("status.allow[{i}]"), e),
+        }
+    }
+    let admin_token = raw.admin_token.filter(|t| !t.is_empty());
+    StatusConfig {
+        path,
+        allow,
+        admin_token,
+    }
+}
