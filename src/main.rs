@@ -1,10 +1,11 @@
-//! fulcrum's command line: parse, load and validate the config, run.
+//! fulcrum's command line: parse, load and validate the config, run (or
+//! test it, print it, or signal the running instance).
 //!
 //! The config is validated before the Pingora server exists, so an upgrade
 //! (`-u`) with an invalid file exits here, before it asks the running
 //! process for its sockets.
 
-use fulcrum::cli::{self, Command};
+use fulcrum::cli::{self, Args, Command};
 use std::process::ExitCode;
 
 // mimalloc: Pingora allocates and frees dozens of objects per request (boxed
@@ -23,7 +24,11 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Ok(Command::Version) => {
-            println!("fulcrum {}", env!("CARGO_PKG_VERSION"));
+            print!("{}", cli::version());
+            return ExitCode::SUCCESS;
+        }
+        Ok(Command::VersionDetails) => {
+            print!("{}", cli::version_details());
             return ExitCode::SUCCESS;
         }
         Err(e) => {
@@ -41,16 +46,8 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if args.settings {
-        print!("{}", fulcrum::lifecycle::service::settings_text(&loaded));
-        return ExitCode::SUCCESS;
-    }
-    if args.test {
-        println!(
-            "fulcrum: configuration file {} OK\nconfiguration OK",
-            args.config.display()
-        );
-        return ExitCode::SUCCESS;
+    if let Some(done) = run_and_exit(&args, &loaded) {
+        return done;
     }
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     // SIGHUP re-reads the file, and a daemon runs in `/`.
@@ -64,4 +61,41 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The flags that do one thing with the valid config and exit: `-t`, `-T`,
+/// `-s`, `--upgrade-settings`. `None`: run.
+fn run_and_exit(args: &Args, loaded: &fulcrum::config::Loaded) -> Option<ExitCode> {
+    let file = args.config.display();
+    if args.upgrade_settings {
+        print!("{}", fulcrum::lifecycle::service::settings_text(loaded));
+    } else if let Some(signal) = args.signal {
+        match fulcrum::lifecycle::control::send(signal, &loaded.server.pid_file) {
+            Ok(done) => eprintln!("fulcrum: {done}"),
+            Err(e) => {
+                eprintln!("fulcrum: {e}");
+                return Some(ExitCode::FAILURE);
+            }
+        }
+    } else if args.dump {
+        match fulcrum::config::dump(&args.config) {
+            Ok(text) => {
+                if !args.quiet {
+                    eprintln!("fulcrum: configuration file {file} OK");
+                }
+                print!("# configuration file {file} (as read: ${{VAR}} expanded, secrets masked):\n{text}");
+            }
+            Err(errors) => {
+                eprintln!("fulcrum: configuration file {file}:\n{errors}");
+                return Some(ExitCode::FAILURE);
+            }
+        }
+    } else if args.test {
+        if !args.quiet {
+            println!("fulcrum: configuration file {file} OK\nconfiguration OK");
+        }
+    } else {
+        return None;
+    }
+    Some(ExitCode::SUCCESS)
 }

@@ -12,10 +12,11 @@ use crate::config::{AccessLogFormat, AccessLogTarget};
 use std::fmt::Write as _;
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 /// How long the writer lets records gather before it writes them: under
 /// load one wake-up and one write() per interval instead of per request,
@@ -73,13 +74,26 @@ impl Record {
     }
 }
 
+/// What the writer thread is told. The record is kept inline, not boxed:
+/// every message is a line but a rare reopen or stop, and a box would cost
+/// an allocation per request.
+#[allow(clippy::large_enum_variant)]
+enum Msg {
+    /// A request's line.
+    Line(Record),
+    /// Reopen the file (SIGUSR1: logrotate moved it away).
+    Reopen,
+    /// Write what is queued and end.
+    Stop,
+}
+
 /// Handle to the access log writer. The writer thread starts on first use,
 /// because Pingora may fork to daemonize after the handle is built.
 #[derive(Clone)]
 pub(crate) struct AccessLog {
     target: AccessLogTarget,
     format: AccessLogFormat,
-    tx: Arc<OnceLock<Option<SyncSender<Option<Record>>>>>,
+    tx: Arc<OnceLock<Option<SyncSender<Msg>>>>,
     /// The writer thread, joined by [`AccessLog::finish`].
     writer: Arc<Mutex<Option<JoinHandle<()>>>>,
     /// The file opened by `check()`, so that it is opened before Pingora
@@ -124,7 +138,33 @@ impl AccessLog {
         let tx = self.tx.get_or_init(|| self.spawn_writer());
         if let Some(tx) = tx {
             // A full queue drops the line: the request path never waits.
-            let _ = tx.try_send(Some(r));
+            let _ = tx.try_send(Msg::Line(r));
+        }
+    }
+
+    /// Reopens the log file after the lines queued before it are written
+    /// to the old one, so that no line is lost or written twice across a
+    /// rotation. If the file cannot be opened, the old one is kept and the
+    /// writer says why. Nothing to do for stdout.
+    pub(crate) fn reopen(&self) {
+        match self.tx.get() {
+            // Waits if the queue is full: this is the signal task, not a request.
+            Some(Some(tx)) => {
+                let _ = tx.send(Msg::Reopen);
+            }
+            Some(None) => {}
+            // No line yet: the file opened at start waits for the writer.
+            None => {
+                if let AccessLogTarget::File(p) = &self.target {
+                    match open(p) {
+                        Ok(f) => *self.opened.lock().unwrap_or_else(|e| e.into_inner()) = Some(f),
+                        Err(e) => log::error!(
+                            "access log {}: cannot reopen ({e}); keeping the file open before",
+                            p.display()
+                        ),
+                    }
+                }
+            }
         }
     }
 
@@ -132,7 +172,7 @@ impl AccessLog {
     /// stopped: no request logs after this).
     pub(crate) fn finish(&self) {
         if let Some(Some(tx)) = self.tx.get() {
-            let _ = tx.send(None); // None: write what is queued and end
+            let _ = tx.send(Msg::Stop);
         }
         let writer = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(w) = writer {
@@ -140,7 +180,7 @@ impl AccessLog {
         }
     }
 
-    fn spawn_writer(&self) -> Option<SyncSender<Option<Record>>> {
+    fn spawn_writer(&self) -> Option<SyncSender<Msg>> {
         let out: Box<dyn Write + Send> = match &self.target {
             AccessLogTarget::Off => return None,
             AccessLogTarget::Stdout => Box::new(std::io::stdout()),
@@ -154,9 +194,13 @@ impl AccessLog {
         };
         let (tx, rx) = sync_channel(16 * 1024);
         let format = self.format;
+        let path = match &self.target {
+            AccessLogTarget::File(p) => Some(p.clone()),
+            _ => None,
+        };
         let writer = std::thread::Builder::new()
             .name("access-log".into())
-            .spawn(move || write_loop(rx, out, format))
+            .spawn(move || write_loop(rx, out, path, format))
             .map_err(|e| log::error!("cannot start the access log writer: {e}"))
             .ok()?;
         *self.writer.lock().unwrap_or_else(|e| e.into_inner()) = Some(writer);
@@ -175,36 +219,95 @@ fn open(p: &std::path::Path) -> std::io::Result<std::fs::File> {
         .open(p)
 }
 
-fn write_loop(rx: Receiver<Option<Record>>, out: Box<dyn Write + Send>, format: AccessLogFormat) {
+/// How often a failing write is logged (a full disk fails every line).
+const WRITE_ERROR_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+fn write_loop(
+    rx: Receiver<Msg>,
+    out: Box<dyn Write + Send>,
+    path: Option<PathBuf>,
+    format: AccessLogFormat,
+) {
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, out);
     let mut line = String::with_capacity(256);
-    let mut write = |r: &Record, out: &mut std::io::BufWriter<_>| {
-        line.clear();
-        match format {
-            AccessLogFormat::Default => format_line(r, &mut line),
-            AccessLogFormat::Combined => format_combined(r, &mut line),
-            AccessLogFormat::Json => format_json(r, &mut line),
-        }
-        let _ = out.write_all(line.as_bytes());
-    };
+    let mut failures = WriteFailures::default();
     // Idle: blocked in recv. A record wakes the writer, which then sleeps
     // while more gather (senders do not wake a sleeping thread), writes
     // everything queued and flushes once.
     while let Ok(first) = rx.recv() {
-        if first.is_some() {
+        if matches!(first, Msg::Line(_)) {
             std::thread::sleep(BATCH_INTERVAL);
         }
         let mut stop = false;
         for m in std::iter::once(first).chain(rx.try_iter()) {
             match m {
-                Some(r) => write(&r, &mut out),
-                None => stop = true,
+                Msg::Line(r) => {
+                    line.clear();
+                    match format {
+                        AccessLogFormat::Default => format_line(&r, &mut line),
+                        AccessLogFormat::Combined => format_combined(&r, &mut line),
+                        AccessLogFormat::Json => format_json(&r, &mut line),
+                    }
+                    // A full disk or a removed directory loses the line,
+                    // never blocks a request; lines resume once it is fixed.
+                    let written = out.write_all(line.as_bytes());
+                    failures.note(written, path.as_deref());
+                }
+                Msg::Reopen => {
+                    let flushed = out.flush();
+                    failures.note(flushed, path.as_deref());
+                    if let Some(p) = &path {
+                        match open(p) {
+                            Ok(f) => {
+                                // The old file's unwritable tail (disk full)
+                                // is dropped with it.
+                                let _ = out.into_parts();
+                                out = std::io::BufWriter::with_capacity(64 * 1024, Box::new(f));
+                                log::info!("access log {}: reopened", p.display());
+                            }
+                            Err(e) => log::error!(
+                                "access log {}: cannot reopen ({e}); still writing to the file open before",
+                                p.display()
+                            ),
+                        }
+                    }
+                }
+                Msg::Stop => stop = true,
             }
         }
-        let _ = out.flush();
+        let flushed = out.flush();
+        failures.note(flushed, path.as_deref());
         if stop {
             return;
         }
+    }
+}
+
+/// Write errors of the access log, logged at most once per
+/// [`WRITE_ERROR_LOG_INTERVAL`] with the count since the last report.
+#[derive(Default)]
+struct WriteFailures {
+    since_report: u64,
+    last_report: Option<Instant>,
+}
+
+impl WriteFailures {
+    fn note(&mut self, result: std::io::Result<()>, path: Option<&Path>) {
+        let Err(e) = result else { return };
+        self.since_report += 1;
+        if self
+            .last_report
+            .is_some_and(|t| t.elapsed() < WRITE_ERROR_LOG_INTERVAL)
+        {
+            return;
+        }
+        let name = path.map_or_else(|| "stdout".to_string(), |p| p.display().to_string());
+        log::error!(
+            "access log {name}: write failed: {e} ({} failed writes since the last report; lines are lost until it works again)",
+            self.since_report
+        );
+        self.since_report = 0;
+        self.last_report = Some(Instant::now());
     }
 }
 

@@ -323,10 +323,61 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigErrors> {
     from_str(&text, &|name| std::env::var(name).ok())
 }
 
+/// `fulcrum -T`: the document at `path` as fulcrum reads it, once it is
+/// valid: `${VAR}` expanded, secrets (`status.admin_token`) masked.
+pub fn dump(path: &Path) -> Result<String, ConfigErrors> {
+    let lookup = |name: &str| std::env::var(name).ok();
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigErrors(vec![format!("{}: cannot read: {e}", path.display())]))?;
+    from_str(&text, &lookup)?;
+    dump_str(&text, &lookup)
+}
+
+/// [`dump`] of a document already known to be valid.
+fn dump_str(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, ConfigErrors> {
+    let mut doc: serde_yaml::Value =
+        serde_yaml::from_str(text).map_err(|e| ConfigErrors(vec![format!("invalid YAML: {e}")]))?;
+    let mut errors = Vec::new();
+    env::expand_tree(&mut doc, "", lookup, &mut errors);
+    if !errors.is_empty() {
+        return Err(ConfigErrors(errors));
+    }
+    let token = doc.get_mut("status").and_then(|s| s.get_mut("admin_token"));
+    if let Some(t) = token {
+        *t = serde_yaml::Value::String("********".into());
+    }
+    serde_yaml::to_string(&doc).map_err(|e| ConfigErrors(vec![format!("cannot print: {e}")]))
+}
+
 /// Parses a config document, looking variables up with `lookup`.
 pub fn from_str(
     text: &str,
     lookup: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Loaded, ConfigErrors> {
     validate::validate_document(text, lookup)
+}
+
+#[cfg(test)]
+mod dump_tests {
+    use super::*;
+
+    #[test]
+    fn the_dump_is_the_expanded_document_with_the_token_masked() {
+        let text = "listen: [\"${ADDR}:8080\"]\nstatus:\n  admin_token: \"${TOKEN}\"\npools:\n  p:\n    servers: [{addr: \"127.0.0.1:1\"}]\n";
+        let lookup = |n: &str| match n {
+            "ADDR" => Some("127.0.0.1".to_string()),
+            "TOKEN" => Some("s3cret".to_string()),
+            _ => None,
+        };
+        let out = dump_str(text, &lookup).unwrap();
+        assert!(out.contains("127.0.0.1:8080"), "{out}");
+        assert!(
+            out.contains("admin_token: '********'")
+                || out.contains("admin_token: \"********\"")
+                || out.contains("admin_token: ********"),
+            "{out}"
+        );
+        assert!(!out.contains("s3cret"), "{out}");
+        assert!(!out.contains("${"), "{out}");
+    }
 }

@@ -1,10 +1,13 @@
 //! The process around the proxy: assembling and running the Pingora server
 //! (`service`), SIGHUP reloads (`reload`), leaving on upgrade or stop
 //! (`drain`), active health checks of the current pools
-//! (`health_check`), and running unprivileged after binding (`privileges`).
+//! (`health_check`), running unprivileged after binding (`privileges`),
+//! and `fulcrum -s` (`control`).
 
+pub mod control;
 pub(crate) mod drain;
 pub(crate) mod health_check;
 pub(crate) mod privileges;
 pub(crate) mod reload;
 pub mod service;
+pub(crate) mod signals;

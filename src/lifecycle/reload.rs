@@ -279,24 +279,6 @@ impl Reloader {
     }
 }
 
-/// Installs the process's SIGHUP handler now, so that a SIGHUP arriving
-/// before the [`Reloader`] listens is ignored instead of killing the process
-/// (the default action). Tokio keeps a handler installed for good once
-/// registered, across the daemon's fork too.
-pub(crate) fn guard_sighup() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .build();
-    match rt {
-        Ok(rt) => {
-            if let Err(e) = rt.block_on(async { signal(SignalKind::hangup()).map(drop) }) {
-                log::warn!("cannot install the SIGHUP handler early: {e}");
-            }
-        }
-        Err(e) => log::warn!("cannot install the SIGHUP handler early: {e}"),
-    }
-}
-
 #[async_trait]
 impl BackgroundService for Reloader {
     async fn start(&self, mut shutdown: ShutdownWatch) {

@@ -11,7 +11,8 @@ use crate::config::Loaded;
 use crate::lifecycle::drain::{LingeringCleanup, SignalWatch};
 use crate::lifecycle::health_check::HealthChecker;
 use crate::lifecycle::privileges;
-use crate::lifecycle::reload::{self, Fixed, Reloader};
+use crate::lifecycle::reload::{Fixed, Reloader};
+use crate::lifecycle::signals::{self, OtherSignals};
 use crate::net::downstream::connection::ClientLimits;
 use crate::net::downstream::listener::Listeners;
 use crate::net::workers::PerWorker;
@@ -47,7 +48,7 @@ pub fn run(args: &Args, loaded: Loaded) -> Result<(), String> {
     check_pid_dir(&server.pid_file)?;
     let listen = config.listen.clone();
     let runtime: SharedRuntime = Arc::new(ArcSwap::from_pointee(Runtime::build(config, None, 1)));
-    reload::guard_sighup();
+    signals::guard();
 
     if args.daemon {
         privileges::check_switch(&server)?;
@@ -121,6 +122,10 @@ pub fn run(args: &Args, loaded: Loaded) -> Result<(), String> {
     pingora_server.add_service(background_service(
         "status sampler",
         RateSampler::new(Arc::clone(&runtime)),
+    ));
+    pingora_server.add_service(background_service(
+        "log reopening",
+        OtherSignals::new(access_log.clone()),
     ));
     pingora_server.add_service(background_service(
         "reload",
