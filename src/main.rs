@@ -49,7 +49,6 @@ fn main() -> ExitCode {
     if let Some(done) = run_and_exit(&args, &loaded) {
         return done;
     }
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     // SIGHUP re-reads the file, and a daemon runs in `/`.
     if let Ok(abs) = std::path::absolute(&args.config) {
         args.config = abs;
@@ -91,6 +90,10 @@ fn run_and_exit(args: &Args, loaded: &fulcrum::config::Loaded) -> Option<ExitCod
             }
         }
     } else if args.test {
+        if let Err(e) = fulcrum::lifecycle::service::check_log_files(loaded) {
+            eprintln!("fulcrum: configuration file {file}:\n{e}");
+            return Some(ExitCode::FAILURE);
+        }
         if !args.quiet {
             println!("fulcrum: configuration file {file} OK\nconfiguration OK");
         }

@@ -14,6 +14,7 @@ pub const OWN_KEYS: &[&str] = &[
     "status",
     "access_log",
     "access_log_format",
+    "error_log",
     "pools",
     "routes",
     "limits",
@@ -126,4 +127,13 @@ pub fn parse_section<T: serde::de::DeserializeOwned>(
             None
         }
     }
+}
+
+/// `error_log:` as a mapping.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawErrorLog {
+    pub path: Option<String>,
+    pub level: Option<String>,
+    pub format: Option<String>,
 }

@@ -36,6 +36,8 @@ pub struct Config {
     pub health_path: String,
     /// The status pages.
     pub status: StatusConfig,
+    /// Where the error log goes, from which level, how.
+    pub error_log: ErrorLogConfig,
     /// Where the access log goes.
     pub access_log: AccessLogTarget,
     /// How access log lines look.
@@ -97,6 +99,27 @@ pub struct StatusConfig {
     pub allow: Vec<Cidr>,
     /// Bearer token for write endpoints; `None` disables them.
     pub admin_token: Option<String>,
+}
+
+/// `error_log:` (`{path, level, format}`; a plain string is the path).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorLogConfig {
+    /// `None`: stderr (with syslog priority prefixes under systemd).
+    pub path: Option<PathBuf>,
+    /// The least severe level written (`RUST_LOG`, when set, overrides).
+    pub level: log::LevelFilter,
+    /// Text lines or one JSON object per line.
+    pub json: bool,
+}
+
+impl Default for ErrorLogConfig {
+    fn default() -> Self {
+        ErrorLogConfig {
+            path: None,
+            level: log::LevelFilter::Info,
+            json: false,
+        }
+    }
 }
 
 /// `access_log:`.

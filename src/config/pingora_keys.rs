@@ -188,7 +188,10 @@ mod tests {
             "Pingora's switch of user under -d (src/lifecycle/privileges.rs)",
         ),
         ("group", "Pingora's switch of group under -d"),
-        ("error_log", "Pingora's daemon writes stderr there under -d"),
+        (
+            "error_log",
+            "fulcrum's own key (error_log: path, level, format); not passed to Pingora",
+        ),
         ("working_directory", "Pingora's daemon runs there under -d"),
         (
             "upstream_keepalive_pool_size",

@@ -6,6 +6,7 @@
 
 pub mod control;
 pub(crate) mod drain;
+pub(crate) mod error_log;
 pub(crate) mod health_check;
 pub(crate) mod privileges;
 pub(crate) mod reload;

@@ -10,7 +10,7 @@
 //! server settings, the access log target) are reported as needing an
 //! upgrade and keep their running values.
 
-use crate::config::{self, AccessLogFormat, AccessLogTarget, Loaded};
+use crate::config::{self, AccessLogFormat, AccessLogTarget, ErrorLogConfig, Loaded};
 use crate::runtime::{retry_limit, Runtime, SharedRuntime};
 use crate::status::Reloads;
 use async_trait::async_trait;
@@ -31,6 +31,7 @@ pub(crate) struct Fixed {
     listen: Vec<SocketAddr>,
     access_log: AccessLogTarget,
     access_log_format: AccessLogFormat,
+    error_log: ErrorLogConfig,
     /// Pingora's retry ceiling as the process computed it at start.
     retry_limit: usize,
 }
@@ -43,6 +44,7 @@ impl Fixed {
             listen: loaded.config.listen.clone(),
             access_log: loaded.config.access_log.clone(),
             access_log_format: loaded.config.access_log_format,
+            error_log: loaded.config.error_log.clone(),
             retry_limit: retry_limit(&loaded.config, loaded.server.max_retries),
         }
     }
@@ -83,6 +85,12 @@ impl Fixed {
                 "access_log: {} -> {}",
                 log_target(&self.access_log),
                 log_target(&next.access_log)
+            ));
+        }
+        if self.error_log != next.error_log {
+            out.push(format!(
+                "error_log: {:?} -> {:?}",
+                self.error_log, next.error_log
             ));
         }
         if next.retry_limit > self.retry_limit {

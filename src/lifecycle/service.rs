@@ -9,6 +9,7 @@ use crate::access_log::AccessLog;
 use crate::cli::Args;
 use crate::config::Loaded;
 use crate::lifecycle::drain::{LingeringCleanup, SignalWatch};
+use crate::lifecycle::error_log;
 use crate::lifecycle::health_check::HealthChecker;
 use crate::lifecycle::privileges;
 use crate::lifecycle::reload::{Fixed, Reloader};
@@ -37,6 +38,7 @@ const HANDOVER_ACCEPT_SECONDS: u64 = 5;
 
 /// Builds every service and runs until a signal stops the process.
 pub fn run(args: &Args, loaded: Loaded) -> Result<(), String> {
+    let error_log = error_log::init(&loaded.config.error_log)?;
     let fixed = Fixed::of(&loaded);
     let Loaded { config, mut server } = loaded;
     server.max_retries = retry_limit(&config, server.max_retries);
@@ -125,7 +127,7 @@ pub fn run(args: &Args, loaded: Loaded) -> Result<(), String> {
     ));
     pingora_server.add_service(background_service(
         "log reopening",
-        OtherSignals::new(access_log.clone()),
+        OtherSignals::new(access_log.clone(), error_log),
     ));
     pingora_server.add_service(background_service(
         "reload",
@@ -137,6 +139,31 @@ pub fn run(args: &Args, loaded: Loaded) -> Result<(), String> {
     // Every request has ended: write the lines still queued.
     access_log.finish();
     Ok(())
+}
+
+/// `fulcrum -t`: the log files can be opened for appending (created if
+/// missing), as `nginx -t` checks its logs; every failure, one per line.
+pub fn check_log_files(loaded: &Loaded) -> Result<(), String> {
+    let c = &loaded.config;
+    let access = match &c.access_log {
+        crate::config::AccessLogTarget::File(p) => Some(("access_log", p)),
+        _ => None,
+    };
+    let error = c.error_log.path.as_ref().map(|p| ("error_log.path", p));
+    let errors: Vec<String> = [access, error]
+        .into_iter()
+        .flatten()
+        .filter_map(|(key, p)| {
+            error_log::open(p)
+                .err()
+                .map(|e| format!("{key}: cannot open {}: {e}", p.display()))
+        })
+        .collect();
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors.join("\n"))
+    }
 }
 
 /// Fails unless the pid file's directory takes a new file: found out after

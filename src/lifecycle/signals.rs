@@ -11,6 +11,7 @@
 //! that nginx's procedure sends only after SIGWINCH, and fail if it never
 //! came; one process with threads has no workers to stop on SIGWINCH.
 
+use super::error_log::ErrorLogFile;
 use crate::access_log::AccessLog;
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
@@ -54,11 +55,15 @@ pub(crate) fn guard() {
 /// SIGUSR1 reopens the log files; SIGUSR2 and SIGWINCH are logged.
 pub(crate) struct OtherSignals {
     access_log: AccessLog,
+    error_log: ErrorLogFile,
 }
 
 impl OtherSignals {
-    pub(crate) fn new(access_log: AccessLog) -> OtherSignals {
-        OtherSignals { access_log }
+    pub(crate) fn new(access_log: AccessLog, error_log: ErrorLogFile) -> OtherSignals {
+        OtherSignals {
+            access_log,
+            error_log,
+        }
     }
 }
 
@@ -78,6 +83,7 @@ impl BackgroundService for OtherSignals {
             tokio::select! {
                 _ = usr1.recv() => {
                     log::info!("SIGUSR1: reopening the log files");
+                    self.error_log.reopen();
                     self.access_log.reopen();
                 }
                 _ = usr2.recv() => log::info!(

@@ -117,6 +117,7 @@ pub(super) fn validate_document(
             },
         };
 
+    let error_log = error_log(&mut c, get("error_log"));
     let access_log_format = match get("access_log_format")
         .and_then(|v| parse_section::<String>(v, "access_log_format", &mut c.errors))
         .as_deref()
@@ -143,6 +144,7 @@ pub(super) fn validate_document(
                 listen,
                 health_path,
                 status,
+                error_log,
                 access_log,
                 access_log_format,
                 pools,
@@ -154,6 +156,45 @@ pub(super) fn validate_document(
     } else {
         Err(ConfigErrors(c.errors))
     }
+}
+
+/// `error_log: FILE` or `error_log: {path: stderr|FILE, level, format: text|json}`.
+fn error_log(c: &mut Checker, v: Option<&Value>) -> ErrorLogConfig {
+    let mut out = ErrorLogConfig::default();
+    let raw = match v {
+        None => return out,
+        Some(Value::String(s)) => RawErrorLog {
+            path: Some(s.clone()),
+            ..RawErrorLog::default()
+        },
+        Some(v) => match parse_section::<RawErrorLog>(v, "error_log", &mut c.errors) {
+            Some(r) => r,
+            None => return out,
+        },
+    };
+    match raw.path.as_deref() {
+        None | Some("stderr") => {}
+        Some("") => c.err("error_log.path", "must be stderr or a file path"),
+        Some(p) => out.path = Some(PathBuf::from(p)),
+    }
+    if let Some(level) = raw.level {
+        match level.parse::<log::LevelFilter>() {
+            Ok(l) if l != log::LevelFilter::Off => out.level = l,
+            _ => c.err(
+                "error_log.level",
+                format!("{level:?} is not one of error, warn, info, debug, trace"),
+            ),
+        }
+    }
+    match raw.format.as_deref() {
+        None | Some("text") => {}
+        Some("json") => out.json = true,
+        Some(other) => c.err(
+            "error_log.format",
+            format!("{other:?} is not one of text, json"),
+        ),
+    }
+    out
 }
 
 fn listen(c: &mut Checker, v: Option<&Value>) -> Vec<SocketAddr> {

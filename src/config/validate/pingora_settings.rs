@@ -2,7 +2,7 @@
 //! reads, checked as Pingora would check it when the process starts.
 
 use super::Checker;
-use crate::config::file::parse_section;
+use crate::config::file::{parse_section, OWN_KEYS};
 use crate::config::pingora_keys::{is_pingora_key, rejection};
 use pingora::server::configuration::ServerConf;
 use serde_yaml::{Mapping, Value};
@@ -53,9 +53,12 @@ pub(super) fn server_conf(c: &mut Checker, map: &Mapping) -> Option<ServerConf> 
 fn pingora_part(map: &Mapping) -> Value {
     let mut out = Mapping::new();
     for (k, v) in map {
-        if k.as_str()
-            .is_some_and(|k| is_pingora_key(k) && rejection(k, map).is_none())
-        {
+        // `error_log` is Pingora's key too, but fulcrum writes the error
+        // log itself (lifecycle/error_log.rs), reopens it on SIGUSR1 and
+        // takes a mapping there that Pingora could not parse.
+        if k.as_str().is_some_and(|k| {
+            is_pingora_key(k) && rejection(k, map).is_none() && !OWN_KEYS.contains(&k)
+        }) {
             out.insert(k.clone(), v.clone());
         }
     }
