@@ -3,7 +3,8 @@
 # Installs what the build and the tests need on Debian (cmake for Pingora's
 # zlib-ng; iproute2 and curl for the network-namespace tests; shellcheck for
 # the deploy scripts; Chromium for the status page test; nginx, HAProxy and
-# wrk for the benchmark smoke test) when missing.
+# wrk for the benchmark smoke test; dpkg-dev, logrotate and man-db for the
+# package test, which installs cargo-deb with cargo) when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,6 +18,11 @@ command -v shellcheck >/dev/null || need+=(shellcheck)
 [ -x /usr/sbin/nginx ] || need+=(nginx)
 command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
 command -v wrk >/dev/null || need+=(wrk)
+# The package test (deploy/package-test.sh): cargo-deb's dependency lookup,
+# the logrotate snippet, the man page.
+command -v dpkg-shlibdeps >/dev/null || need+=(dpkg-dev)
+command -v logrotate >/dev/null || [ -x /usr/sbin/logrotate ] || need+=(logrotate)
+command -v man >/dev/null || need+=(man-db)
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" -eq 0 ]; then SUDO=(); else SUDO=(sudo); fi
     echo "test.sh: installing ${need[*]}"
@@ -25,7 +31,7 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 echo "test.sh: shellcheck"
-mapfile -t scripts < <(find deploy .ci -type f \( -name '*.sh' -o -name fulcrum-upgrade -o -path .ci/run \))
+mapfile -t scripts < <(find deploy .ci -type f \( -name '*.sh' -o -name fulcrum-upgrade -o -path .ci/run -o -path 'deploy/debian/p*' \))
 shellcheck "${scripts[@]}"
 echo "test.sh: cargo fmt --check"
 cargo fmt --all -- --check
@@ -33,4 +39,8 @@ echo "test.sh: cargo clippy"
 cargo clippy --all-targets -- -D warnings
 echo "test.sh: cargo test"
 cargo test --all-targets -- --test-threads="${FULCRUM_TEST_THREADS:-2}"
+# Builds the .deb from the debug binary above, installs, runs, removes and
+# purges it (root only; docs/operations.md: Debian package).
+echo "test.sh: package"
+deploy/package-test.sh
 echo "test.sh: all tests passed"

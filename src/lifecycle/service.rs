@@ -22,7 +22,7 @@ use crate::proxy::Leaving;
 use crate::runtime::{retry_limit, Runtime, SharedRuntime};
 use crate::status::{CountConnections, Counters, RateSampler, Reloads};
 use arc_swap::ArcSwap;
-use pingora::server::configuration::Opt;
+use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{RunArgs, Server};
 use pingora::services::background::background_service;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -47,6 +47,14 @@ pub fn run(args: &Args, loaded: Loaded) -> Result<(), String> {
     access_log
         .check()
         .map_err(|e| format!("access_log: cannot open: {e}"))?;
+    hand_logs_to_user(&config, &server);
+    // Under -d, Pingora points the daemon's stderr (panics, anything not
+    // logged) at this file; without it the daemon keeps its caller's.
+    server.error_log = config
+        .error_log
+        .path
+        .as_ref()
+        .map(|p| p.display().to_string());
     check_pid_dir(&server.pid_file)?;
     let listen = config.listen.clone();
     let runtime: SharedRuntime = Arc::new(ArcSwap::from_pointee(Runtime::build(config, None, 1)));
@@ -139,6 +147,34 @@ pub fn run(args: &Args, loaded: Loaded) -> Result<(), String> {
     // Every request has ended: write the lines still queued.
     access_log.finish();
     Ok(())
+}
+
+/// Log files opened here as root belong to `user:` (as nginx hands its logs
+/// to its workers' user), so that the process can reopen them in place on
+/// SIGUSR1 once it runs as that user. A failure is logged, not fatal: the
+/// files are open already.
+fn hand_logs_to_user(config: &crate::config::Config, server: &ServerConf) {
+    let Some(user) = &server.user else { return };
+    if !nix::unistd::geteuid().is_root() {
+        return;
+    }
+    let uid = crate::config::accounts::lookup_user(user).ok();
+    let gid = server
+        .group
+        .as_deref()
+        .and_then(|g| crate::config::accounts::lookup_group(g).ok());
+    let access = match &config.access_log {
+        crate::config::AccessLogTarget::File(p) => Some(p),
+        _ => None,
+    };
+    for path in [access, config.error_log.path.as_ref()].into_iter().flatten() {
+        if let Err(e) = std::os::unix::fs::chown(path, uid, gid) {
+            log::warn!(
+                "{}: cannot hand it to user {user} ({e}); reopening it on SIGUSR1 may fail",
+                path.display()
+            );
+        }
+    }
 }
 
 /// `fulcrum -t`: the log files can be opened for appending (created if
