@@ -167,7 +167,10 @@ fn hand_logs_to_user(config: &crate::config::Config, server: &ServerConf) {
         crate::config::AccessLogTarget::File(p) => Some(p),
         _ => None,
     };
-    for path in [access, config.error_log.path.as_ref()].into_iter().flatten() {
+    for path in [access, config.error_log.path.as_ref()]
+        .into_iter()
+        .flatten()
+    {
         if let Err(e) = std::os::unix::fs::chown(path, uid, gid) {
             log::warn!(
                 "{}: cannot hand it to user {user} ({e}); reopening it on SIGUSR1 may fail",
