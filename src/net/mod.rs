@@ -12,7 +12,7 @@
 //! assumption below names the Pingora file it relies on (a path inside the
 //! crate `pingora-core` unless said otherwise, with the function) and the
 //! test that fails if a Pingora upgrade breaks it. The tests named alone
-//! are in `tests/pingora_contract.rs`: in-process, they drive Pingora's own
+//! are in `tests/integration/pingora_contract.rs`: in-process, they drive Pingora's own
 //! code on mock IO or loopback sockets the way fulcrum does.
 //!
 //! ## Client connections (`downstream`)
@@ -75,16 +75,16 @@
 //!     `Fds::get_from_sock`; `src/server/bootstrap_services.rs`,
 //!     `Bootstrap::load_fds`. Test:
 //!     `listening_sockets_pass_to_the_next_process_under_their_address`;
-//!     across processes: tests/upgrade.rs, tests/privileges.rs.
+//!     across processes: tests/integration/upgrade.rs, tests/integration/privileges.rs.
 //! 11. Pingora runs the listening service's `start_service` on a runtime of
 //!     `threads()` threads (1: it is worker 0), passes it
 //!     `listener_tasks_per_fd`, and ends the service by dropping that runtime
 //!     after the grace period, which stops the other worker threads
 //!     (`workers`). Pingora: `src/server/mod.rs`, `Server::run`,
 //!     `Server::run_service`. Not in-process (private, and a whole server):
-//!     tests/workers.rs, tests/limits.rs
+//!     tests/integration/workers.rs, tests/integration/limits.rs
 //!     (`idle_connections_close_soon_after_a_stop_while_requests_still_drain`),
-//!     tests/drain.rs.
+//!     tests/integration/drain.rs.
 //!
 //! ## The proxy (`crate::proxy`)
 //!
@@ -151,7 +151,7 @@
 //!     apply to a `custom_l4` connection, and the lent socket accepts the
 //!     TCP_NODELAY Pingora asks of it as already done (`src/connectors/l4.rs`,
 //!     `connect`; `VirtualSocket::set_socket_option`). Tests:
-//!     `net::upstream::tcp` unit tests; tests/blackhole.rs.
+//!     `net::upstream::tcp` unit tests; tests/integration/blackhole.rs.
 //! 21. Kernel receive stamps (`upstream::server_time`): the first read
 //!     Pingora makes after writing a request is the answer's, through the
 //!     lent socket (a virtual socket's stream has no read buffer of
@@ -160,7 +160,7 @@
 //!     `From<VirtualSocketStream> for Stream`. Whether the kernel stamps a
 //!     loopback packet varies under test load, so the stamp itself is
 //!     checked by `net::upstream::server_time`'s unit test and
-//!     tests/ewma.rs (`a_stall_of_fulcrum_is_not_the_servers_latency`).
+//!     tests/integration/ewma.rs (`a_stall_of_fulcrum_is_not_the_servers_latency`).
 //!
 //! ## Elsewhere
 //!
@@ -169,20 +169,20 @@
 //!     to the parent of a daemon (`daemon_wait_for_ready`) is sent from
 //!     bootstrap only, so that key is rejected. Pingora:
 //!     `src/server/mod.rs`, `Server::run`; `src/server/bootstrap_services.rs`,
-//!     `Bootstrap::bootstrap`. Tests: tests/upgrade.rs, tests/privileges.rs;
+//!     `Bootstrap::bootstrap`. Tests: tests/integration/upgrade.rs, tests/integration/privileges.rs;
 //!     `config::validate::tests::rejected_pingora_keys_are_errors_that_give_the_reason`.
 //! 23. After SIGQUIT Pingora keeps accepting for 5 s (`CLOSE_TIMEOUT`,
 //!     `lifecycle::service::HANDOVER_ACCEPT_SECONDS`), then its proxy's
 //!     cleanup drops connections waiting for a request
 //!     (`lifecycle::drain`). Pingora: `src/server/mod.rs`, `main_loop`;
-//!     `pingora-proxy/src/lib.rs`, `http_cleanup`. Tests: tests/upgrade.rs,
-//!     tests/limits.rs
+//!     `pingora-proxy/src/lib.rs`, `http_cleanup`. Tests: tests/integration/upgrade.rs,
+//!     tests/integration/limits.rs
 //!     (`a_header_being_received_when_the_process_leaves_is_still_answered`).
 //! 24. Pingora's own config keys are its `ServerConf`'s fields, read from the
 //!     same file; the ones with no effect in fulcrum, or that break it, are
 //!     rejected by `fulcrum -t` with the reason. Pingora:
 //!     `src/server/configuration/mod.rs`, `ServerConf`. Tests:
-//!     `config::pingora_keys` unit tests, tests/pingora_keys.rs.
+//!     `config::pingora_keys` unit tests, tests/integration/pingora_keys.rs.
 
 pub mod downstream;
 pub mod upstream;

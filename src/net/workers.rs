@@ -10,7 +10,7 @@
 //! thread took the connection while that task was letting go of it, Pingora
 //! dropped the connection ("failed to acquire reusable stream") and the
 //! request opened a new one: 10 to 30 new connections per 4,000 requests of
-//! four keepalive clients on two threads (tests/upstream_pool.rs), 13% of
+//! four keepalive clients on two threads (tests/integration/upstream_pool.rs), 13% of
 //! requests in the soak. fulcrum now keeps idle connections itself, but a
 //! proxy per worker still keeps what Pingora's connector looks up on every
 //! request (its empty pool, behind a lock) from being shared between

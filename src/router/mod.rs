@@ -277,7 +277,7 @@ mod tests {
         assert_eq!(t.route("/nothing/./x/../y"), Ok(None));
         assert_eq!(t.route("/api/%00"), Err(BadPath::Malformed));
         assert_eq!(t.route("/api/%zz"), Err(BadPath::Malformed));
-        // Found by tests/properties.rs: a sign is not a hex digit.
+        // Found by tests/integration/properties.rs: a sign is not a hex digit.
         assert_eq!(t.route("/api/%+1"), Err(BadPath::Malformed));
         assert_eq!(t.route("/api/users\\..\\orders"), Err(BadPath::Malformed));
         assert_eq!(t.route("/api\\users"), Err(BadPath::Malformed));

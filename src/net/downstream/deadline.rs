@@ -420,7 +420,7 @@ pub(super) mod tests {
                 Shutdown::shutdown(&mut s).await;
             }
             // Pingora drops the session after an upstream error mid-body
-            // without a flush (tests/upstream_misbehaviour.rs).
+            // without a flush (tests/integration/upstream_misbehaviour.rs).
             drop(s);
             let mut got = Vec::new();
             client.read_to_end(&mut got).await.unwrap();

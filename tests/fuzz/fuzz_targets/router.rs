@@ -1,11 +1,11 @@
 //! Path normalization and prefix routing agree with the reference model in
-//! tests/common/route_model.rs and keep its invariants. Input: one route
+//! tests/integration/common/route_model.rs and keep its invariants. Input: one route
 //! prefix per line (`!` first asks for strip_prefix), the last line is the path.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 
-#[path = "../../common/route_model.rs"]
+#[path = "../../integration/common/route_model.rs"]
 mod route_model;
 
 fuzz_target!(|data: &[u8]| {
