@@ -129,15 +129,32 @@ fn a_log_that_cannot_be_reopened_keeps_the_old_file() {
 }
 
 #[test]
-fn usr2_and_winch_are_logged_and_ignored() {
+fn usr2_winch_and_usr1_under_load_cost_no_request() {
     let (_b, f) = start("off");
-    for sig in ["USR2", "WINCH"] {
+    let load = Load::start(
+        f.addr,
+        LoadSpec {
+            keepalive: 2,
+            fresh: 1,
+            slow: 0,
+            path: "/x".into(),
+            slow_path: "/x".into(),
+            pause: Duration::from_millis(2),
+        },
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    for sig in ["USR2", "WINCH", "USR1"] {
         signal(f.child.id(), sig);
+        std::thread::sleep(Duration::from_millis(200));
     }
-    wait_until("both logged", Duration::from_secs(5), || {
+    wait_until("all three logged", Duration::from_secs(5), || {
         let t = f.log_text();
-        t.contains("SIGUSR2 ignored") && t.contains("SIGWINCH ignored")
+        t.contains("SIGUSR2 ignored") && t.contains("SIGWINCH ignored") && t.contains("SIGUSR1")
     });
+    std::thread::sleep(Duration::from_millis(300));
+    let stats = load.stop();
+    assert!(stats.ok.load(Relaxed) > 0, "{}", stats.summary());
+    assert_eq!(stats.failed.load(Relaxed), 0, "{}", stats.summary());
     assert!(pid_alive(f.child.id()));
     assert_eq!(f.get("/x").status, 200);
 }
