@@ -41,6 +41,21 @@ fn ids(path: &std::path::Path) -> Vec<String> {
         .collect()
 }
 
+/// Two keepalive clients and one opening a connection per request.
+fn light_load(addr: std::net::SocketAddr) -> Load {
+    Load::start(
+        addr,
+        LoadSpec {
+            keepalive: 2,
+            fresh: 1,
+            slow: 0,
+            path: "/x".into(),
+            slow_path: "/x".into(),
+            pause: Duration::from_millis(2),
+        },
+    )
+}
+
 fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !done() {
@@ -57,17 +72,7 @@ fn usr1_reopens_the_access_log_under_load_without_losing_or_doubling_a_line() {
     let dir = TempDir::new("signals");
     let log = dir.path("access.log");
     let (_b, f) = start(&log.display().to_string());
-    let load = Load::start(
-        f.addr,
-        LoadSpec {
-            keepalive: 2,
-            fresh: 1,
-            slow: 0,
-            path: "/x".into(),
-            slow_path: "/x".into(),
-            pause: Duration::from_millis(2),
-        },
-    );
+    let load = light_load(f.addr);
     wait_until("lines in the log", Duration::from_secs(10), || {
         !ids(&log).is_empty()
     });
@@ -131,17 +136,7 @@ fn a_log_that_cannot_be_reopened_keeps_the_old_file() {
 #[test]
 fn usr2_winch_and_usr1_under_load_cost_no_request() {
     let (_b, f) = start("off");
-    let load = Load::start(
-        f.addr,
-        LoadSpec {
-            keepalive: 2,
-            fresh: 1,
-            slow: 0,
-            path: "/x".into(),
-            slow_path: "/x".into(),
-            pause: Duration::from_millis(2),
-        },
-    );
+    let load = light_load(f.addr);
     std::thread::sleep(Duration::from_millis(300));
     for sig in ["USR2", "WINCH", "USR1"] {
         signal(f.child.id(), sig);
