@@ -57,7 +57,48 @@ pub struct RawPool {
     pub host_header: Option<String>,
     pub retry: Option<RawRetry>,
     pub health_check: Option<RawHealthCheck>,
+    pub tls: Option<RawUpstreamTls>,
+    pub protocol: Option<String>,
     pub servers: Option<Vec<Value>>,
+}
+
+/// `tls:` inside a pool.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstreamTls {
+    pub verify: Option<bool>,
+    pub ca: Option<String>,
+    pub sni: Option<String>,
+    pub client_cert: Option<String>,
+    pub client_key: Option<String>,
+}
+
+/// One `listen:` entry written as a mapping.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListen {
+    pub addr: Option<String>,
+    pub tls: Option<RawListenTls>,
+    pub http2: Option<bool>,
+}
+
+/// `tls:` of a listen entry.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListenTls {
+    pub certificates: Option<Vec<RawCertificate>>,
+    pub protocols: Option<Vec<String>>,
+    pub client_ca: Option<String>,
+    pub handshake_timeout: Option<String>,
+}
+
+/// One certificate of a listener.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCertificate {
+    pub cert: Option<String>,
+    pub key: Option<String>,
+    pub names: Option<Vec<String>>,
 }
 
 /// `retry:` inside a pool.

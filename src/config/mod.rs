@@ -15,6 +15,7 @@ mod env;
 mod file;
 mod pingora_keys;
 mod size;
+pub mod tls;
 mod validate;
 
 pub use cidr::Cidr;
@@ -30,8 +31,8 @@ use std::time::Duration;
 /// Everything fulcrum reads from its config file besides Pingora's keys.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Addresses to listen on.
-    pub listen: Vec<SocketAddr>,
+    /// Addresses to listen on, each with its TLS and HTTP/2 settings.
+    pub listen: Vec<ListenConfig>,
     /// Path answered by fulcrum itself with 200 `ok`.
     pub health_path: String,
     /// The status pages.
@@ -48,6 +49,22 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     /// What a client may send.
     pub limits: LimitsConfig,
+}
+
+/// One `listen` entry.
+#[derive(Debug, Clone)]
+pub struct ListenConfig {
+    /// The address.
+    pub addr: SocketAddr,
+    /// TLS on this address, if any.
+    pub tls: Option<tls::ListenTls>,
+    /// HTTP/2: offered by ALPN with TLS, h2c prior knowledge without.
+    pub http2: bool,
+}
+
+/// The addresses of `listen`.
+pub fn listen_addrs(listen: &[ListenConfig]) -> Vec<SocketAddr> {
+    listen.iter().map(|l| l.addr).collect()
 }
 
 /// Pingora's own request header limit (pingora-core `MAX_HEADER_SIZE`):
@@ -206,6 +223,10 @@ pub struct PoolConfig {
     pub retry: RetryConfig,
     /// Active health check, if any.
     pub health_check: Option<HealthCheckConfig>,
+    /// TLS towards the servers, if any.
+    pub tls: Option<tls::UpstreamTls>,
+    /// HTTP version spoken to the servers.
+    pub protocol: UpstreamProtocol,
     /// Servers, in file order.
     pub servers: Vec<ServerConfig>,
 }
@@ -229,6 +250,29 @@ pub struct ServerConfig {
     pub backup: bool,
     /// Never used.
     pub down: bool,
+}
+
+/// `protocol:` of a pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 (with `tls`: offered alone by ALPN).
+    #[default]
+    Http1,
+    /// HTTP/2 over TLS (ALPN h2; needs `tls`).
+    H2,
+    /// HTTP/2 in clear text, prior knowledge (no `tls`).
+    H2c,
+}
+
+impl UpstreamProtocol {
+    /// The name used in the config file and the status pages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpstreamProtocol::Http1 => "http1",
+            UpstreamProtocol::H2 => "h2",
+            UpstreamProtocol::H2c => "h2c",
+        }
+    }
 }
 
 /// Which outcomes count as a failure that may be retried (nginx `proxy_next_upstream`).
@@ -337,6 +381,10 @@ pub struct Loaded {
     pub config: Config,
     /// Pingora's settings.
     pub server: pingora::server::configuration::ServerConf,
+    /// What is valid but deserves a look (`field: message`), such as a
+    /// certificate that expires soon: printed by `-t`, logged at start and
+    /// reload.
+    pub warnings: Vec<String>,
 }
 
 /// Reads, expands and validates `path` against the process environment.

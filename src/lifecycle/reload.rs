@@ -41,7 +41,7 @@ impl Fixed {
     pub(crate) fn of(loaded: &Loaded) -> Fixed {
         Fixed {
             pingora: pingora_settings(&loaded.server),
-            listen: loaded.config.listen.clone(),
+            listen: crate::config::listen_addrs(&loaded.config.listen),
             access_log: loaded.config.access_log.clone(),
             access_log_format: loaded.config.access_log_format,
             error_log: loaded.config.error_log.clone(),

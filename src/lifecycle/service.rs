@@ -40,7 +40,14 @@ const HANDOVER_ACCEPT_SECONDS: u64 = 5;
 pub fn run(args: &Args, loaded: Loaded) -> Result<(), String> {
     let error_log = error_log::init(&loaded.config.error_log)?;
     let fixed = Fixed::of(&loaded);
-    let Loaded { config, mut server } = loaded;
+    let Loaded {
+        config,
+        mut server,
+        warnings,
+    } = loaded;
+    for w in &warnings {
+        log::warn!("{w}");
+    }
     server.max_retries = retry_limit(&config, server.max_retries);
 
     let access_log = AccessLog::new(&config.access_log).with_format(config.access_log_format);
@@ -56,7 +63,8 @@ pub fn run(args: &Args, loaded: Loaded) -> Result<(), String> {
         .as_ref()
         .map(|p| p.display().to_string());
     check_pid_dir(&server.pid_file)?;
-    let listen = config.listen.clone();
+    let listen = crate::config::listen_addrs(&config.listen);
+    let h2 = h2_settings(&config);
     let runtime: SharedRuntime = Arc::new(ArcSwap::from_pointee(Runtime::build(config, None, 1)));
     signals::guard();
 
@@ -101,7 +109,7 @@ pub fn run(args: &Args, loaded: Loaded) -> Result<(), String> {
     let conf = Arc::clone(&pingora_server.configuration);
     let workers = if conf.work_stealing { 0 } else { conf.threads };
     let proxies = PerWorker::new(workers, || {
-        pingora::proxy::http_proxy(
+        let mut proxy = pingora::proxy::http_proxy(
             &conf,
             Fulcrum::new(
                 Arc::clone(&runtime),
@@ -111,7 +119,9 @@ pub fn run(args: &Args, loaded: Loaded) -> Result<(), String> {
                 access_log.clone(),
                 conf.upstream_keepalive_pool_size,
             ),
-        )
+        );
+        (proxy.h2_options, proxy.server_options) = h2.clone();
+        proxy
     });
     // Our own accept loops instead of Pingora's listening service: a
     // lighter task and socket per connection (listener.rs).
@@ -123,6 +133,7 @@ pub fn run(args: &Args, loaded: Loaded) -> Result<(), String> {
             counters,
         )),
         workers,
+        Arc::clone(&runtime),
     );
     pingora_server.add_service(service);
     pingora_server.add_service(background_service(
@@ -239,6 +250,28 @@ fn write_pid_file(path: &str) {
     }
 }
 
+/// Pingora's HTTP/2 server settings for client connections (fixed at
+/// start: the proxies are built once). Streams per connection as nginx's
+/// `http2_max_concurrent_streams` (128); a header list as large as
+/// `limits.max_header_size`; an idle connection (no stream open) closes
+/// after `limits.keepalive_timeout`, as an idle HTTP/1 one.
+fn h2_settings(
+    config: &crate::config::Config,
+) -> (
+    Option<pingora::protocols::http::v2::server::H2Options>,
+    Option<pingora::apps::HttpServerOptions>,
+) {
+    let mut h2 = pingora::protocols::http::v2::server::default_h2_options();
+    h2.max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS);
+    h2.max_header_list_size(config.limits.max_header_size.min(u32::MAX as usize) as u32);
+    let mut server = pingora::apps::HttpServerOptions::default();
+    server.h2_idle_timeout = Some(config.limits.keepalive_timeout);
+    (Some(h2), Some(server))
+}
+
+/// nginx's `http2_max_concurrent_streams` default.
+const H2_MAX_CONCURRENT_STREAMS: u32 = 128;
+
 /// The settings an upgrade script needs, as `key=value` lines (`fulcrum -T`).
 pub fn settings_text(loaded: &Loaded) -> String {
     let s = &loaded.server;
@@ -255,7 +288,11 @@ pub fn settings_text(loaded: &Loaded) -> String {
         s.upgrade_sock,
         HANDOVER_ACCEPT_SECONDS + grace + shutdown,
     );
-    if let Some(first) = c.listen.first() {
+    // The first plain address, else the first (probed with https).
+    let first = c.listen.iter().find(|l| l.tls.is_none()).or(c.listen.first());
+    if let Some(first) = first {
+        let scheme = if first.tls.is_some() { "https" } else { "http" };
+        let first = first.addr;
         // A wildcard address is probed on loopback.
         let ip = match first.ip() {
             IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
@@ -267,7 +304,7 @@ pub fn settings_text(loaded: &Loaded) -> String {
             IpAddr::V6(ip) => format!("[{ip}]"),
         };
         out.push_str(&format!(
-            "health_url=http://{host}:{}{}\n",
+            "health_url={scheme}://{host}:{}{}\n",
             first.port(),
             c.health_path
         ));

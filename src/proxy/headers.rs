@@ -73,11 +73,12 @@ pub(super) fn set_target_and_host(
     Ok(())
 }
 
-/// Adds the forwarded fields and the request id (unless `id_forwarded`:
-/// the request carries it already).
+/// Adds the forwarded fields (`https`: the client came over TLS) and the
+/// request id (unless `id_forwarded`: the request carries it already).
 pub(super) fn add_forwarded(
     req: &mut RequestHeader,
     client: Option<IpAddr>,
+    https: bool,
     id: &HeaderValue,
     id_forwarded: bool,
 ) -> Result<()> {
@@ -99,7 +100,8 @@ pub(super) fn add_forwarded(
         req.insert_header("X-Forwarded-For", xff)?;
         req.insert_header("X-Real-IP", ip)?;
     }
-    req.insert_header("X-Forwarded-Proto", HeaderValue::from_static("http"))?;
+    let proto = if https { "https" } else { "http" };
+    req.insert_header("X-Forwarded-Proto", HeaderValue::from_static(proto))?;
     if !id_forwarded {
         req.insert_header("X-Request-Id", id.clone())?;
     }

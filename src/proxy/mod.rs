@@ -24,9 +24,8 @@ mod upstream_response;
 pub(crate) use leaving::Leaving;
 
 use crate::access_log::{AccessLog, Record};
-use crate::config::PoolConfig;
 use crate::net::downstream::deadline;
-use crate::net::upstream::connector::Lease;
+use crate::net::upstream::peer;
 use crate::pool::FailureKind;
 use crate::router::BadPath;
 use crate::runtime::{Runtime, SharedRuntime};
@@ -39,7 +38,6 @@ use failure::Stage;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use upstream_response::ResponseEnd;
@@ -145,7 +143,8 @@ impl ProxyHttp for Fulcrum {
     ) -> Result<Box<HttpPeer>> {
         let (addr, lease) = ctx.begin_attempt(self.idle_capacity)?;
         let pool = ctx.pool.as_deref().expect("an attempt has a pool");
-        Ok(Box::new(peer(addr, &lease, &pool.config)))
+        let name = ctx.current.as_ref().map_or("", |a| a.server().name.as_str());
+        Ok(Box::new(peer::peer(addr, name, Some(&lease), &pool.config)))
     }
 
     async fn connected_to_upstream(
@@ -194,9 +193,14 @@ impl ProxyHttp for Fulcrum {
             ctx.pool.as_ref().and_then(|p| p.config.host_header.clone()),
             ctx.current.as_ref().map(|a| a.server().name.as_str()),
         )?;
+        let https = session
+            .as_ref()
+            .digest()
+            .is_some_and(|d| d.ssl_digest.is_some());
         headers::add_forwarded(
             req,
             headers::client_ip(session),
+            https,
             &ctx.request_id,
             ctx.request_id_forwarded,
         )
@@ -443,20 +447,6 @@ impl Fulcrum {
     }
 }
 
-/// Pingora's peer for an attempt on `addr`, connected through `lease`.
-fn peer(addr: SocketAddr, lease: &Arc<Lease>, cfg: &PoolConfig) -> HttpPeer {
-    let mut peer = HttpPeer::new(addr, false, String::new());
-    // fulcrum connects and keeps idle connections itself (net/upstream/connector.rs).
-    peer.options.custom_l4 = Some(lease.connector(cfg.connect_timeout));
-    peer.options.connection_timeout = Some(cfg.connect_timeout);
-    peer.options.read_timeout = Some(cfg.read_timeout);
-    peer.options.write_timeout = Some(cfg.write_timeout);
-    // Pingora's own pool never gets our connections; should one reach
-    // it all the same, it is closed at once rather than kept unseen.
-    peer.options.idle_timeout = Some(Duration::ZERO);
-    peer
-}
-
 /// The access log record of a finished request.
 fn access_record(session: &Session, ctx: &mut RequestCtx, status: u16) -> Record {
     let req = session.req_header();
@@ -469,7 +459,16 @@ fn access_record(session: &Session, ctx: &mut RequestCtx, status: u16) -> Record
         at: SystemTime::now(),
         client: headers::client_ip(session),
         method: req.method.clone(),
-        uri: req.uri.clone(),
+        // An HTTP/2 request's target carries scheme and authority
+        // (:scheme, :authority); the log shows its path, as nginx's $request.
+        uri: if req.version == http::Version::HTTP_2 {
+            req.uri
+                .path_and_query()
+                .and_then(|pq| pq.as_str().parse().ok())
+                .unwrap_or_else(|| req.uri.clone())
+        } else {
+            req.uri.clone()
+        },
         version: req.version,
         referer: header(http::header::REFERER),
         user_agent: header(http::header::USER_AGENT),

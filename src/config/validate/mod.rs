@@ -9,9 +9,11 @@
 
 mod health_check;
 mod limits;
+mod listen;
 mod pingora_settings;
 mod pools;
 mod routes;
+mod upstream;
 #[cfg(test)]
 mod tests;
 
@@ -21,20 +23,31 @@ use super::file::*;
 use super::pingora_keys::{is_pingora_key, rejection};
 use super::*;
 use limits::limits;
+use listen::listen;
 use pools::pools;
 use routes::routes;
 use serde_yaml::Value;
 
-const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
 const DEFAULT_STATUS_ALLOW: &[&str] = &["127.0.0.1/32", "::1/128"];
 
 /// Collects errors while walking the document.
 #[derive(Default)]
 struct Checker {
     errors: Vec<String>,
+    warnings: Vec<String>,
 }
 
 impl Checker {
+    /// Takes what loading TLS material found.
+    fn absorb(&mut self, f: crate::config::tls::Findings) {
+        for (field, msg) in f.errors {
+            self.err(&field, msg);
+        }
+        for (field, msg) in f.warnings {
+            self.warnings.push(format!("{field}: {msg}"));
+        }
+    }
+
     fn err(&mut self, path: &str, msg: impl fmt::Display) {
         self.errors.push(format!("{path}: {msg}"));
     }
@@ -152,6 +165,7 @@ pub(super) fn validate_document(
                 limits,
             },
             server: server.expect("no errors means Pingora settings parsed"),
+            warnings: c.warnings,
         })
     } else {
         Err(ConfigErrors(c.errors))
@@ -193,30 +207,6 @@ fn error_log(c: &mut Checker, v: Option<&Value>) -> ErrorLogConfig {
             "error_log.format",
             format!("{other:?} is not one of text, json"),
         ),
-    }
-    out
-}
-
-fn listen(c: &mut Checker, v: Option<&Value>) -> Vec<SocketAddr> {
-    let list = match v {
-        None => vec![DEFAULT_LISTEN.to_string()],
-        Some(v) => parse_section::<Vec<String>>(v, "listen", &mut c.errors).unwrap_or_default(),
-    };
-    if v.is_some() && list.is_empty() && c.errors.iter().all(|e| !e.starts_with("listen")) {
-        c.err("listen", "at least one address is required");
-    }
-    let mut out = vec![];
-    for (i, a) in list.iter().enumerate() {
-        match a.parse::<SocketAddr>() {
-            Ok(addr) if out.contains(&addr) => {
-                c.err(&format!("listen[{i}]"), format!("duplicate address {a:?}"))
-            }
-            Ok(addr) => out.push(addr),
-            Err(_) => c.err(
-                &format!("listen[{i}]"),
-                format!("{a:?} is not an ip:port address"),
-            ),
-        }
     }
     out
 }

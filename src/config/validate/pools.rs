@@ -1,6 +1,7 @@
 //! `pools:`: each pool, its servers and its retry policy.
 
 use super::health_check::health_check;
+use super::upstream::{protocol, upstream_tls};
 use super::Checker;
 use crate::config::file::{parse_section, RawPool, RawRetry, RawServer};
 use crate::config::{PoolConfig, RetryConfig, RetryOn, Selection, ServerConfig};
@@ -108,6 +109,15 @@ fn pool(c: &mut Checker, path: &str, name: &str, raw: RawPool) -> PoolConfig {
     let health_check = raw
         .health_check
         .map(|hc| health_check(c, &format!("{path}.health_check"), hc));
+    let tls = raw
+        .tls
+        .and_then(|t| upstream_tls(c, &format!("{path}.tls"), t));
+    let protocol = protocol(
+        c,
+        &format!("{path}.protocol"),
+        raw.protocol.as_deref(),
+        tls.is_some(),
+    );
 
     let mut servers: Vec<ServerConfig> = vec![];
     match raw.servers {
@@ -149,6 +159,8 @@ fn pool(c: &mut Checker, path: &str, name: &str, raw: RawPool) -> PoolConfig {
         host_header,
         retry,
         health_check,
+        tls,
+        protocol,
         servers,
     }
 }

@@ -15,8 +15,9 @@
 //! scenario e). For the same reason the connection's write buffer
 //! (out_buf.rs) exists only while a response is being written, where
 //! Pingora's stream keeps one allocated for the connection's whole life.
-//! fulcrum speaks plain HTTP/1 only, so Pingora's h2c and ALPN branches of
-//! that loop are not needed.
+//! A connection that speaks HTTP/2 (ALPN h2, or the h2c preface on a
+//! listener with `http2`) goes to Pingora's own HTTP/2 server instead, as
+//! Pingora's loop would send it.
 //!
 //! When the process leaves (upgrade or stop), Pingora's cleanup drops every
 //! connection waiting for a request header, including one whose client is
@@ -26,6 +27,7 @@
 //! answered (with `Connection: close`) instead of cut.
 
 use super::deadline::HeaderDeadline;
+use super::handshake;
 use super::deadline::{clock_ms, header_end};
 use crate::net::workers::PerWorker;
 use crate::runtime::SharedRuntime;
@@ -34,7 +36,7 @@ use async_trait::async_trait;
 use bytes::BytesMut;
 use pingora::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
 use pingora::protocols::http::ServerSession;
-use pingora::protocols::Stream;
+use pingora::protocols::{Stream, ALPN};
 use pingora::server::ShutdownWatch;
 use pingora_core::protocols::GetSocketDigest;
 use std::future::poll_fn;
@@ -151,6 +153,20 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for ClientLimits<A> {
             self.counters.connection_dropped();
             log_refusal(max);
             return None; // dropping the stream closes the connection
+        }
+        // TLS, or a look for the h2c preface, as the listener asked.
+        let stream = if handshake::is_pending(&stream) {
+            handshake::finish(stream, header_timeout).await?
+        } else {
+            stream
+        };
+        if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
+            // Pingora's HTTP/2 server: a task per stream on this worker,
+            // GOAWAY when the process leaves (its `shutdown` watch).
+            let app = Arc::clone(self.inner.current());
+            ServerApp::process_new(&app, stream, shutdown).await;
+            drop(open);
+            return None;
         }
         let mut conn = Box::new(
             HeaderDeadline::new(stream, header_timeout).counting(Arc::clone(&self.partial)),

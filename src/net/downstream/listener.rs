@@ -4,9 +4,11 @@
 //! Pingora runs each client connection as a task whose future is sized for
 //! a TLS handshake (~1.9 KB, kept for the connection's whole life, TLS or
 //! not), and wraps the socket in its L4 stream (~0.4 KB, plus a timing
-//! digest allocated per request). fulcrum listens on plain TCP only, so here
-//! a connection's task holds the app's future and a [`ClientSocket`]: about
-//! 2 KB less per idle keepalive connection (deploy/bench, scenario e).
+//! digest allocated per request). Here a connection's task holds the app's
+//! future and a [`ClientSocket`]: about 2 KB less per idle keepalive
+//! connection (deploy/bench, scenario e). A TLS handshake, when the address
+//! has `tls`, is done by the app once the connection is admitted
+//! (handshake.rs), and its state lives only in TLS connections.
 //!
 //! The sockets are shared with Pingora's upgrade machinery as its own
 //! listeners do: taken by address from the table of inherited descriptors
@@ -14,26 +16,21 @@
 //! privileges), else bound here and added to that table, so that the next
 //! process gets them on `SIGQUIT`.
 
+use super::handshake::Pending;
+use super::socket::ClientSocket;
 use crate::net::workers::Workers;
+use crate::runtime::SharedRuntime;
 use async_trait::async_trait;
 use pingora::apps::ServerApp;
-use pingora::protocols::l4::socket::SocketAddr as PingoraAddr;
 use pingora::protocols::Stream;
 use pingora::server::{ListenFds, ShutdownWatch};
 use pingora::services::Service;
-use pingora_core::protocols::{
-    raw_connect::ProxyDigest, GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown,
-    SocketDigest, Ssl, TimingDigest, UniqueID, UniqueIDType,
-};
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd};
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::net::{TcpListener, TcpSocket};
 
 /// Pending connections per listening socket (Pingora's `LISTENER_BACKLOG`;
 /// the kernel caps it at `net.core.somaxconn`).
@@ -52,18 +49,28 @@ pub(crate) struct Listeners<A> {
     /// Worker threads of our own (src/net/workers.rs); 0: Pingora's
     /// work-stealing runtime runs the connections.
     workers: usize,
+    /// Where each address's TLS and HTTP/2 settings are read, at each
+    /// accept (a reload may change them).
+    runtime: SharedRuntime,
 }
 
 impl<A> Listeners<A> {
     /// `app` serves the connections accepted on `addrs`, on `workers`
     /// threads of fulcrum's own, or on Pingora's work-stealing runtime if 0.
-    pub(crate) fn new(name: &str, addrs: &[SocketAddr], app: A, workers: usize) -> Self {
+    pub(crate) fn new(
+        name: &str,
+        addrs: &[SocketAddr],
+        app: A,
+        workers: usize,
+        runtime: SharedRuntime,
+    ) -> Self {
         Listeners {
             name: name.to_string(),
             // The key of each socket in the inherited table (as Pingora's).
             addrs: addrs.iter().map(|a| a.to_string()).collect(),
             app: Some(app),
             workers,
+            runtime,
         }
     }
 }
@@ -98,8 +105,9 @@ impl<A: ServerApp + Send + Sync + 'static> Service for Listeners<A> {
                 let (listener, app) = (Arc::clone(&listener), Arc::clone(&app));
                 let (addr, shutdown) = (addr.clone(), shutdown.clone());
                 let workers = Arc::clone(&workers);
+                let runtime = Arc::clone(&self.runtime);
                 loops.push(tokio::spawn(accept_loop(
-                    listener, addr, app, workers, shutdown,
+                    listener, addr, app, workers, runtime, shutdown,
                 )));
             }
         }
@@ -182,14 +190,27 @@ async fn bind(addr: &str) -> io::Result<TcpListener> {
     }
 }
 
+/// What the current config asks of a connection to `local` before HTTP.
+fn pending_for(runtime: &SharedRuntime, local: Option<SocketAddr>) -> Option<Pending> {
+    let rt = runtime.load();
+    let l = rt.config.listen.iter().find(|l| Some(l.addr) == local)?;
+    match (&l.tls, l.http2) {
+        (Some(tls), _) => Some(Pending::Tls(tls.clone())),
+        (None, true) => Some(Pending::H2c),
+        (None, false) => None,
+    }
+}
+
 /// Accepts connections until the process shuts down.
 async fn accept_loop<A: ServerApp + Send + Sync + 'static>(
     listener: Arc<TcpListener>,
     addr: String,
     app: Arc<A>,
     workers: Arc<Workers>,
+    runtime: SharedRuntime,
     mut shutdown: ShutdownWatch,
 ) {
+    let local: Option<SocketAddr> = addr.parse().ok();
     loop {
         let accepted = tokio::select! {
             r = listener.accept() => r,
@@ -204,7 +225,12 @@ async fn accept_loop<A: ServerApp + Send + Sync + 'static>(
                 if let Err(e) = tcp.set_nodelay(true) {
                     log::debug!("client connection from {peer}: TCP_NODELAY: {e}");
                 }
-                let stream: Stream = Box::new(ClientSocket::new(tcp, peer));
+                let fd = tcp.as_raw_fd();
+                let mut socket = ClientSocket::new(tcp, fd, peer);
+                if let Some(pending) = pending_for(&runtime, local) {
+                    socket = socket.with_pending(pending);
+                }
+                let stream: Stream = Box::new(socket);
                 let (app, shutdown) = (Arc::clone(&app), shutdown.clone());
                 workers.next().spawn(async move {
                     let mut next = Some(stream);
@@ -224,105 +250,3 @@ async fn accept_loop<A: ServerApp + Send + Sync + 'static>(
     }
     log::info!("stopped accepting on {addr}");
 }
-
-/// An accepted client connection as Pingora's HTTP session reads it: the
-/// socket and the peer address (for `X-Forwarded-For`, the status allow
-/// list and the access log).
-#[derive(Debug)]
-pub(crate) struct ClientSocket {
-    tcp: TcpStream,
-    digest: Arc<SocketDigest>,
-}
-
-impl ClientSocket {
-    fn new(tcp: TcpStream, peer: SocketAddr) -> Self {
-        let digest = SocketDigest::from_raw_fd(tcp.as_raw_fd());
-        // A new OnceCell: setting it cannot fail.
-        let _ = digest.peer_addr.set(Some(PingoraAddr::Inet(peer)));
-        ClientSocket {
-            tcp,
-            digest: Arc::new(digest),
-        }
-    }
-}
-
-impl AsyncRead for ClientSocket {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().tcp).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for ClientSocket {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().tcp).poll_write(cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().tcp).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().tcp).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().tcp).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.tcp.is_write_vectored()
-    }
-}
-
-#[async_trait]
-impl Shutdown for ClientSocket {
-    async fn shutdown(&mut self) {
-        if let Err(e) = AsyncWriteExt::shutdown(&mut self.tcp).await {
-            log::debug!("client connection: shutdown: {e}");
-        }
-    }
-}
-
-impl UniqueID for ClientSocket {
-    fn id(&self) -> UniqueIDType {
-        self.tcp.as_raw_fd()
-    }
-}
-
-/// Plain TCP: no TLS.
-impl Ssl for ClientSocket {}
-
-impl GetTimingDigest for ClientSocket {
-    /// None: nothing reads it, and Pingora's stream allocates one per request.
-    fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
-        Vec::new()
-    }
-}
-
-impl GetProxyDigest for ClientSocket {
-    fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
-        None
-    }
-}
-
-impl GetSocketDigest for ClientSocket {
-    fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
-        Some(Arc::clone(&self.digest))
-    }
-}
-
-/// Nothing is peeked at: plain HTTP/1 only (no h2c preface check).
-#[async_trait]
-impl Peek for ClientSocket {}
