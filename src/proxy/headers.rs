@@ -159,7 +159,19 @@ pub(super) fn strip_hop_by_hop(resp: &mut ResponseHeader) {
 /// already refused a request whose Host differs from that authority.
 fn to_origin_form(req: &mut RequestHeader) -> Result<Option<HeaderValue>> {
     if req.raw_path().first() == Some(&b'/') {
-        return Ok(None); // origin-form, the usual case
+        // An HTTP/2 request: the path, with :authority beside it in the
+        // target; it becomes the Host (RFC 9113 §8.3.1), and the target
+        // loses it, so that an HTTP/2 server gets the Host as :authority.
+        let Some(authority) = req.uri.authority() else {
+            return Ok(None); // origin-form, the usual case
+        };
+        let host = HeaderValue::from_str(authority.as_str()).ok();
+        let path = req.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        let origin: http::Uri = path
+            .parse()
+            .map_err(|_| Error::explain(ErrorType::HTTPStatus(400), "bad request target"))?;
+        req.set_uri(origin);
+        return Ok(host);
     }
     let (authority, path) = match raw_target_authority(req.raw_path()) {
         RawTargetAuthority::Absolute {
