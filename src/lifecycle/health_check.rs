@@ -7,7 +7,11 @@
 //! consecutive counts and "since" for the status pages, status ranges, and
 //! state that survives reloads.
 
-use crate::config::{CheckKind, HealthCheckConfig};
+use crate::config::{CheckKind, HealthCheckConfig, PoolConfig, UpstreamProtocol};
+use crate::net::upstream::peer;
+use pingora::connectors::http::Connector;
+use pingora::http::RequestHeader;
+use std::sync::OnceLock;
 use crate::pool::Server;
 use crate::runtime::SharedRuntime;
 use async_trait::async_trait;
@@ -62,7 +66,8 @@ impl BackgroundService for HealthChecker {
                     .cloned()
                     .collect();
                 let pool_name = name.clone();
-                running.insert(name, tokio::spawn(check_round(pool_name, servers, hc)));
+                let how = Arc::new(Via::of(&pool.config));
+                running.insert(name, tokio::spawn(check_round(pool_name, servers, hc, how)));
             }
             running.retain(|_, h| !h.is_finished());
             tokio::select! {
@@ -79,12 +84,17 @@ impl BackgroundService for HealthChecker {
 }
 
 /// Checks all servers of one pool concurrently and applies the results.
-async fn check_round(pool: String, servers: Vec<Arc<Server>>, hc: HealthCheckConfig) {
+async fn check_round(
+    pool: String,
+    servers: Vec<Arc<Server>>,
+    hc: HealthCheckConfig,
+    how: Arc<Via>,
+) {
     let mut set = tokio::task::JoinSet::new();
     for s in servers {
-        let hc = hc.clone();
+        let (hc, how) = (hc.clone(), Arc::clone(&how));
         set.spawn(async move {
-            let result = check_once(&s, &hc).await;
+            let result = check_once(&s, &hc, &how).await;
             (s, result)
         });
     }
@@ -116,11 +126,95 @@ async fn check_round(pool: String, servers: Vec<Arc<Server>>, hc: HealthCheckCon
     }
 }
 
+/// How a pool's servers are checked: as the proxy talks to them.
+pub enum Via {
+    /// Plain HTTP/1.1 over TCP, written here (one connection per check).
+    Plain,
+    /// The pool's TLS and protocol, through Pingora's connector, as the
+    /// proxy's requests go (net/upstream/peer.rs).
+    Pingora(Box<PoolConfig>),
+}
+
+impl Via {
+    /// How `pool`'s servers are checked.
+    pub fn of(pool: &PoolConfig) -> Via {
+        if peer::pingora_connects(pool) {
+            Via::Pingora(Box::new(pool.clone()))
+        } else {
+            Via::Plain
+        }
+    }
+}
+
 /// One check within the configured timeout; `Err` carries a short reason.
-pub async fn check_once(server: &Server, hc: &HealthCheckConfig) -> Result<(), String> {
-    match tokio::time::timeout(hc.timeout, probe(server, &hc.kind)).await {
+pub async fn check_once(server: &Server, hc: &HealthCheckConfig, how: &Via) -> Result<(), String> {
+    let probe = async {
+        match (how, &hc.kind) {
+            (Via::Pingora(pool), CheckKind::Http { path, expect_status }) => {
+                let status = probe_via_pingora(server, pool, path).await?;
+                expected(status, expect_status)
+            }
+            _ => probe(server, &hc.kind).await,
+        }
+    };
+    match tokio::time::timeout(hc.timeout, probe).await {
         Ok(r) => r,
         Err(_) => Err(format!("timed out after {}ms", hc.timeout.as_millis())),
+    }
+}
+
+/// `GET path` through Pingora's connector with the pool's TLS and
+/// protocol: the response's status. Each check opens its own connection
+/// (dropped after), so a check never rides on a connection that requests
+/// keep alive.
+async fn probe_via_pingora(server: &Server, pool: &PoolConfig, path: &str) -> Result<u16, String> {
+    static CONNECTOR: OnceLock<Connector> = OnceLock::new();
+    let connector = CONNECTOR.get_or_init(|| Connector::new(None));
+    let mut peer = peer::peer(server.addr, &server.name, None, pool);
+    // Not from, nor back to, the pool that requests use.
+    peer.options.idle_timeout = Some(std::time::Duration::ZERO);
+    let (mut session, _) = connector
+        .get_http_session(&peer)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let mut req = RequestHeader::build("GET", path.as_bytes(), None)
+        .map_err(|e| format!("request: {e}"))?;
+    // HTTP/2 carries the host as :authority (Pingora makes it from Host,
+    // which must then go: a server may refuse both, as nginx does).
+    req.insert_header("Host", server.name.as_str())
+        .map_err(|e| format!("request: {e}"))?;
+    req.insert_header("User-Agent", "fulcrum-health-check")
+        .map_err(|e| format!("request: {e}"))?;
+    if pool.protocol != UpstreamProtocol::Http1 {
+        let uri = format!("https://{}{path}", server.name);
+        req.set_uri(uri.parse().map_err(|_| format!("request: bad target {uri}"))?);
+        req.remove_header("Host");
+    }
+    session
+        .write_request_header(Box::new(req))
+        .await
+        .map_err(|e| format!("write: {e}"))?;
+    session
+        .finish_request_body()
+        .await
+        .map_err(|e| format!("write: {e}"))?;
+    session
+        .read_response_header()
+        .await
+        .map_err(|e| format!("read: {e}"))?;
+    let status = session.response_header().map(|h| h.status.as_u16());
+    session.shutdown().await;
+    status.ok_or_else(|| "no response".to_string())
+}
+
+fn expected(status: u16, expect_status: &[(u16, u16)]) -> Result<(), String> {
+    if expect_status
+        .iter()
+        .any(|(lo, hi)| (*lo..=*hi).contains(&status))
+    {
+        Ok(())
+    } else {
+        Err(format!("status {status}"))
     }
 }
 
@@ -164,14 +258,7 @@ async fn probe(server: &Server, kind: &CheckKind) -> Result<(), String> {
             "invalid HTTP response".to_string()
         }
     })?;
-    if expect_status
-        .iter()
-        .any(|(lo, hi)| (*lo..=*hi).contains(&status))
-    {
-        Ok(())
-    } else {
-        Err(format!("status {status}"))
-    }
+    expected(status, expect_status)
 }
 
 fn parse_status_line(text: &str) -> Option<u16> {
