@@ -94,7 +94,13 @@ fn run_and_exit(args: &Args, loaded: &fulcrum::config::Loaded) -> Option<ExitCod
             eprintln!("fulcrum: configuration file {file}:\n{e}");
             return Some(ExitCode::FAILURE);
         }
+        for w in &loaded.warnings {
+            eprintln!("fulcrum: warning: {w}");
+        }
         if !args.quiet {
+            for line in fulcrum::lifecycle::service::tls_summary(loaded) {
+                println!("fulcrum: {line}");
+            }
             println!("fulcrum: configuration file {file} OK\nconfiguration OK");
         }
     } else {

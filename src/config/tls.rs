@@ -86,9 +86,17 @@ impl Findings {
 }
 
 /// Loads a listener's TLS; `path` is its field path (`listen[1].tls`).
-pub fn listen_tls(path: &str, spec: &ListenTlsSpec, now: SystemTime, f: &mut Findings) -> Option<ListenTls> {
+pub fn listen_tls(
+    path: &str,
+    spec: &ListenTlsSpec,
+    now: SystemTime,
+    f: &mut Findings,
+) -> Option<ListenTls> {
     if spec.certificates.is_empty() {
-        f.err(&format!("{path}.certificates"), "at least one certificate is required");
+        f.err(
+            &format!("{path}.certificates"),
+            "at least one certificate is required",
+        );
         return None;
     }
     let mut keys = Vec::new();
@@ -172,7 +180,10 @@ fn certified_key(
     let key_der = match PrivateKeyDer::from_pem_file(key) {
         Ok(k) => k,
         Err(e) => {
-            f.err(&format!("{at}.key"), format!("{}: {}", key.display(), pem_error(e)));
+            f.err(
+                &format!("{at}.key"),
+                format!("{}: {}", key.display(), pem_error(e)),
+            );
             return None;
         }
     };
@@ -192,14 +203,22 @@ fn certified_key(
         return None;
     }
     let leaf = Leaf::parse(&ck.cert[0]).or_else(|| {
-        f.err(&format!("{at}.cert"), format!("{}: not an X.509 certificate", cert.display()));
+        f.err(
+            &format!("{at}.cert"),
+            format!("{}: not an X.509 certificate", cert.display()),
+        );
         None
     })?;
-    let now_s = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+    let now_s = now
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
     if leaf.not_after < now_s {
         f.err(&format!("{at}.cert"), format!("{} expired", cert.display()));
     } else if leaf.not_before > now_s {
-        f.err(&format!("{at}.cert"), format!("{} is not valid yet", cert.display()));
+        f.err(
+            &format!("{at}.cert"),
+            format!("{} is not valid yet", cert.display()),
+        );
     } else if leaf.not_after - now_s < EXPIRY_WARNING.as_secs() as i64 {
         let days = (leaf.not_after - now_s) / 86400;
         f.warnings.push((
@@ -210,7 +229,10 @@ fn certified_key(
     let names = match names {
         None => {
             if leaf.names.is_empty() {
-                f.err(&format!("{at}.cert"), format!("{} names no host (no subjectAltName or CN)", cert.display()));
+                f.err(
+                    &format!("{at}.cert"),
+                    format!("{} names no host (no subjectAltName or CN)", cert.display()),
+                );
             }
             leaf.names.clone()
         }
@@ -219,7 +241,11 @@ fn certified_key(
                 if !leaf.covers(n) {
                     f.err(
                         &format!("{at}.names[{i}]"),
-                        format!("{n:?} is not covered by {} (it names {})", cert.display(), leaf.names.join(", ")),
+                        format!(
+                            "{n:?} is not covered by {} (it names {})",
+                            cert.display(),
+                            leaf.names.join(", ")
+                        ),
                     );
                 }
             }
@@ -246,7 +272,10 @@ fn read_chain(at: &str, path: &Path, f: &mut Findings) -> Option<Vec<Certificate
     match chain {
         Ok(c) if !c.is_empty() => Some(c),
         Ok(_) => {
-            f.err(at, format!("{}: no certificate in the file", path.display()));
+            f.err(
+                at,
+                format!("{}: no certificate in the file", path.display()),
+            );
             None
         }
         Err(e) => {
@@ -296,8 +325,12 @@ impl Leaf {
                     GeneralName::DNSName(d) => names.push(d.to_ascii_lowercase()),
                     GeneralName::IPAddress(b) => {
                         let ip = match b.len() {
-                            4 => <[u8; 4]>::try_from(*b).ok().map(|a| std::net::IpAddr::from(a)),
-                            16 => <[u8; 16]>::try_from(*b).ok().map(|a| std::net::IpAddr::from(a)),
+                            4 => <[u8; 4]>::try_from(*b)
+                                .ok()
+                                .map(|a| std::net::IpAddr::from(a)),
+                            16 => <[u8; 16]>::try_from(*b)
+                                .ok()
+                                .map(|a| std::net::IpAddr::from(a)),
                             _ => None,
                         };
                         names.extend(ip.map(|ip| ip.to_string()));
@@ -309,7 +342,10 @@ impl Leaf {
         if names.is_empty() {
             // No subjectAltName: the CN, as clients of old did.
             let cn = cert.subject().iter_common_name().next();
-            names.extend(cn.and_then(|c| c.as_str().ok()).map(|s| s.to_ascii_lowercase()));
+            names.extend(
+                cn.and_then(|c| c.as_str().ok())
+                    .map(|s| s.to_ascii_lowercase()),
+            );
         }
         Some(Leaf {
             names,

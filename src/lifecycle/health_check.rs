@@ -9,16 +9,16 @@
 
 use crate::config::{CheckKind, HealthCheckConfig, PoolConfig, UpstreamProtocol};
 use crate::net::upstream::peer;
-use pingora::connectors::http::Connector;
-use pingora::http::RequestHeader;
-use std::sync::OnceLock;
 use crate::pool::Server;
 use crate::runtime::SharedRuntime;
 use async_trait::async_trait;
+use pingora::connectors::http::Connector;
+use pingora::http::RequestHeader;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -150,7 +150,13 @@ impl Via {
 pub async fn check_once(server: &Server, hc: &HealthCheckConfig, how: &Via) -> Result<(), String> {
     let probe = async {
         match (how, &hc.kind) {
-            (Via::Pingora(pool), CheckKind::Http { path, expect_status }) => {
+            (
+                Via::Pingora(pool),
+                CheckKind::Http {
+                    path,
+                    expect_status,
+                },
+            ) => {
                 let status = probe_via_pingora(server, pool, path).await?;
                 expected(status, expect_status)
             }
@@ -177,8 +183,8 @@ async fn probe_via_pingora(server: &Server, pool: &PoolConfig, path: &str) -> Re
         .get_http_session(&peer)
         .await
         .map_err(|e| format!("connect: {e}"))?;
-    let mut req = RequestHeader::build("GET", path.as_bytes(), None)
-        .map_err(|e| format!("request: {e}"))?;
+    let mut req =
+        RequestHeader::build("GET", path.as_bytes(), None).map_err(|e| format!("request: {e}"))?;
     // HTTP/2 carries the host as :authority (Pingora makes it from Host,
     // which must then go: a server may refuse both, as nginx does).
     req.insert_header("Host", server.name.as_str())
@@ -187,7 +193,10 @@ async fn probe_via_pingora(server: &Server, pool: &PoolConfig, path: &str) -> Re
         .map_err(|e| format!("request: {e}"))?;
     if pool.protocol != UpstreamProtocol::Http1 {
         let uri = format!("https://{}{path}", server.name);
-        req.set_uri(uri.parse().map_err(|_| format!("request: bad target {uri}"))?);
+        req.set_uri(
+            uri.parse()
+                .map_err(|_| format!("request: bad target {uri}"))?,
+        );
         req.remove_header("Host");
     }
     session

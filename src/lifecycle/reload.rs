@@ -248,6 +248,9 @@ fn reload(
             return None;
         }
     };
+    for w in &loaded.warnings {
+        log::warn!("reload of {file}: {w}");
+    }
     for change in fixed.changes(&Fixed::of(&loaded)) {
         log::warn!(
             "reload of {file}: {change} requires an upgrade (fulcrum-upgrade or \

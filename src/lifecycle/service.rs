@@ -272,6 +272,29 @@ fn h2_settings(
 /// nginx's `http2_max_concurrent_streams` default.
 const H2_MAX_CONCURRENT_STREAMS: u32 = 128;
 
+/// One line per TLS certificate of the listeners, for `fulcrum -t`: the
+/// names it is chosen for and the end of its validity.
+pub fn tls_summary(loaded: &Loaded) -> Vec<String> {
+    let mut out = vec![];
+    for l in &loaded.config.listen {
+        let Some(tls) = &l.tls else { continue };
+        for c in &tls.certificates {
+            let until =
+                std::time::UNIX_EPOCH + std::time::Duration::from_secs(c.not_after.max(0) as u64);
+            let days = until
+                .duration_since(std::time::SystemTime::now())
+                .map_or(0, |d| d.as_secs() / 86400);
+            out.push(format!(
+                "{}: certificate {} for {} (valid {days} more day(s))",
+                l.addr,
+                c.cert.display(),
+                c.names.join(", "),
+            ));
+        }
+    }
+    out
+}
+
 /// The settings an upgrade script needs, as `key=value` lines (`fulcrum -T`).
 pub fn settings_text(loaded: &Loaded) -> String {
     let s = &loaded.server;
@@ -289,7 +312,11 @@ pub fn settings_text(loaded: &Loaded) -> String {
         HANDOVER_ACCEPT_SECONDS + grace + shutdown,
     );
     // The first plain address, else the first (probed with https).
-    let first = c.listen.iter().find(|l| l.tls.is_none()).or(c.listen.first());
+    let first = c
+        .listen
+        .iter()
+        .find(|l| l.tls.is_none())
+        .or(c.listen.first());
     if let Some(first) = first {
         let scheme = if first.tls.is_some() { "https" } else { "http" };
         let first = first.addr;

@@ -143,7 +143,10 @@ impl ProxyHttp for Fulcrum {
     ) -> Result<Box<HttpPeer>> {
         let (addr, lease) = ctx.begin_attempt(self.idle_capacity)?;
         let pool = ctx.pool.as_deref().expect("an attempt has a pool");
-        let name = ctx.current.as_ref().map_or("", |a| a.server().name.as_str());
+        let name = ctx
+            .current
+            .as_ref()
+            .map_or("", |a| a.server().name.as_str());
         Ok(Box::new(peer::peer(addr, name, Some(&lease), &pool.config)))
     }
 

@@ -35,6 +35,7 @@ mod headers;
 mod hostile;
 mod limits;
 mod pipelining;
+mod tls;
 
 // Logs, status pages and metrics.
 mod access_log_formats;

@@ -61,7 +61,12 @@ pub(super) fn listen(c: &mut Checker, v: Option<&Value>) -> Vec<ListenConfig> {
     out
 }
 
-fn listen_tls(c: &mut Checker, path: &str, raw: RawListenTls, http2: bool) -> Option<tls::ListenTls> {
+fn listen_tls(
+    c: &mut Checker,
+    path: &str,
+    raw: RawListenTls,
+    http2: bool,
+) -> Option<tls::ListenTls> {
     let mut certificates = vec![];
     for (i, cert) in raw.certificates.unwrap_or_default().into_iter().enumerate() {
         let at = format!("{path}.certificates[{i}]");
@@ -82,7 +87,9 @@ fn listen_tls(c: &mut Checker, path: &str, raw: RawListenTls, http2: bool) -> Op
                 "tlsv1.3" => tls13 = true,
                 "tlsv1" | "tlsv1.1" | "sslv3" | "sslv2" => c.err(
                     &format!("{path}.protocols[{i}]"),
-                    format!("{p:?} is not supported (insecure; only tlsv1.2 and tlsv1.3 exist here)"),
+                    format!(
+                        "{p:?} is not supported (insecure; only tlsv1.2 and tlsv1.3 exist here)"
+                    ),
                 ),
                 _ => c.err(
                     &format!("{path}.protocols[{i}]"),
@@ -91,7 +98,10 @@ fn listen_tls(c: &mut Checker, path: &str, raw: RawListenTls, http2: bool) -> Op
             }
         }
         if protocols.is_empty() {
-            c.err(&format!("{path}.protocols"), "at least one of tlsv1.2, tlsv1.3 is required");
+            c.err(
+                &format!("{path}.protocols"),
+                "at least one of tlsv1.2, tlsv1.3 is required",
+            );
         }
     }
     let handshake_timeout = c.duration(
@@ -102,7 +112,8 @@ fn listen_tls(c: &mut Checker, path: &str, raw: RawListenTls, http2: bool) -> Op
     if handshake_timeout.is_zero() {
         c.err(&format!("{path}.handshake_timeout"), "must be more than 0");
     }
-    if !(tls12 || tls13) || certificates.is_empty() && c.errors.iter().any(|e| e.starts_with(path)) {
+    if !(tls12 || tls13) || certificates.is_empty() && c.errors.iter().any(|e| e.starts_with(path))
+    {
         return None;
     }
     let client_ca = raw.client_ca.map(PathBuf::from);

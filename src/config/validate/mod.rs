@@ -13,9 +13,9 @@ mod listen;
 mod pingora_settings;
 mod pools;
 mod routes;
-mod upstream;
 #[cfg(test)]
 mod tests;
+mod upstream;
 
 use super::duration::parse_duration;
 use super::env::expand_tree;

@@ -7,7 +7,12 @@ use crate::config::UpstreamProtocol;
 use std::path::Path;
 use std::time::SystemTime;
 
-pub(super) fn protocol(c: &mut Checker, path: &str, raw: Option<&str>, tls: bool) -> UpstreamProtocol {
+pub(super) fn protocol(
+    c: &mut Checker,
+    path: &str,
+    raw: Option<&str>,
+    tls: bool,
+) -> UpstreamProtocol {
     let p = match raw {
         None | Some("http1") => UpstreamProtocol::Http1,
         Some("h2") => UpstreamProtocol::H2,
@@ -25,7 +30,11 @@ pub(super) fn protocol(c: &mut Checker, path: &str, raw: Option<&str>, tls: bool
     p
 }
 
-pub(super) fn upstream_tls(c: &mut Checker, path: &str, raw: RawUpstreamTls) -> Option<UpstreamTls> {
+pub(super) fn upstream_tls(
+    c: &mut Checker,
+    path: &str,
+    raw: RawUpstreamTls,
+) -> Option<UpstreamTls> {
     let mut f = Findings::default();
     let ca = raw
         .ca
@@ -41,11 +50,17 @@ pub(super) fn upstream_tls(c: &mut Checker, path: &str, raw: RawUpstreamTls) -> 
             &mut f,
         ),
         (Some(_), None) => {
-            c.err(&format!("{path}.client_key"), "is required with client_cert");
+            c.err(
+                &format!("{path}.client_key"),
+                "is required with client_cert",
+            );
             None
         }
         (None, Some(_)) => {
-            c.err(&format!("{path}.client_cert"), "is required with client_key");
+            c.err(
+                &format!("{path}.client_cert"),
+                "is required with client_key",
+            );
             None
         }
     };
@@ -63,7 +78,10 @@ pub(super) fn upstream_tls(c: &mut Checker, path: &str, raw: RawUpstreamTls) -> 
     c.absorb(f);
     if let Some(sni) = &raw.sni {
         if sni.is_empty() || sni.parse::<http::uri::Authority>().is_err() || sni.contains(':') {
-            c.err(&format!("{path}.sni"), format!("{sni:?} is not a host name"));
+            c.err(
+                &format!("{path}.sni"),
+                format!("{sni:?} is not a host name"),
+            );
         }
     }
     Some(UpstreamTls {

@@ -27,8 +27,8 @@
 //! answered (with `Connection: close`) instead of cut.
 
 use super::deadline::HeaderDeadline;
-use super::handshake;
 use super::deadline::{clock_ms, header_end};
+use super::handshake;
 use crate::net::workers::PerWorker;
 use crate::runtime::SharedRuntime;
 use crate::status::Counters;

@@ -28,7 +28,6 @@ pub(crate) enum Pending {
     Tls(ListenTls),
 }
 
-
 /// Whether the listener asked for something before HTTP starts.
 pub(crate) fn is_pending(stream: &Stream) -> bool {
     stream
@@ -57,21 +56,22 @@ pub(crate) async fn finish(stream: Stream, wait: Duration) -> Option<Stream> {
         }
         Pending::Tls(tls) => {
             let acceptor = tokio_rustls::TlsAcceptor::from(tls.server);
-            let tls_stream = match tokio::time::timeout(tls.handshake_timeout, acceptor.accept(tcp)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    // A client error, as nginx logs a failed handshake (info).
-                    log::info!("client error: {peer}: TLS handshake failed: {e}");
-                    return None;
-                }
-                Err(_) => {
-                    log::info!(
-                        "client error: {peer}: TLS handshake not done within {:?}",
-                        tls.handshake_timeout
-                    );
-                    return None;
-                }
-            };
+            let tls_stream =
+                match tokio::time::timeout(tls.handshake_timeout, acceptor.accept(tcp)).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        // A client error, as nginx logs a failed handshake (info).
+                        log::info!("client error: {peer}: TLS handshake failed: {e}");
+                        return None;
+                    }
+                    Err(_) => {
+                        log::info!(
+                            "client error: {peer}: TLS handshake not done within {:?}",
+                            tls.handshake_timeout
+                        );
+                        return None;
+                    }
+                };
             let conn = tls_stream.get_ref().1;
             let alpn = match conn.alpn_protocol() {
                 Some(b"h2") => Some(ALPN::H2),

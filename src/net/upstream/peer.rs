@@ -33,7 +33,12 @@ pub(crate) fn pingora_connects(pool: &PoolConfig) -> bool {
 
 /// The peer for an attempt on `addr` (written as `name` in the config) in
 /// `pool`; `lease` connects it when the connection is fulcrum's.
-pub(crate) fn peer(addr: SocketAddr, name: &str, lease: Option<&Arc<Lease>>, pool: &PoolConfig) -> HttpPeer {
+pub(crate) fn peer(
+    addr: SocketAddr,
+    name: &str,
+    lease: Option<&Arc<Lease>>,
+    pool: &PoolConfig,
+) -> HttpPeer {
     let sni = match &pool.tls {
         Some(t) => t.sni.clone().unwrap_or_else(|| host_of(name).to_string()),
         None => String::new(),

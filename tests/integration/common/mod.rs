@@ -4,6 +4,7 @@
 
 mod alone;
 pub mod cdp;
+pub mod certs;
 pub mod lifecycle;
 pub mod peer;
 pub mod prom;
