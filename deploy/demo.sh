@@ -4,6 +4,10 @@
 #   demo.sh up        create machines m1, m2 and a client, start the demo
 #                     services on the reference ports and fulcrum on each
 #                     machine with conf/machine1.yaml / conf/machine2.yaml
+#   demo.sh up --tls  the same with the traffic between the machines
+#                     encrypted (conf/machineN-tls.yaml): services on
+#                     loopback, each fulcrum reaching the other over TLS with
+#                     client certificates from a throwaway CA made here
 #   demo.sh down      stop every process it started (by pid) and remove every
 #                     namespace and link it created
 #   demo.sh status    what is running
@@ -94,19 +98,48 @@ wait_http() {
     return 1
 }
 
+# With --tls the services are reachable from their own machine only.
+tls_mode() { [ -f "$STATE/tls/ca.pem" ]; }
+
+service_ip() { if tls_mode; then echo 127.0.0.1; else ip_of "$1"; fi; }
+
 start_service() {
-    local m=$1 svc=$2 port
+    local m=$1 svc=$2 port ip
     port=$(port_of "$m" "$svc")
-    spawn "$(ns "$m")" "$m-$svc" "$DEMO" --listen "$svc-$m@$(ip_of "$m"):$port"
-    wait_http "$(ns "$m")" "http://$(ip_of "$m"):$port/health"
+    ip=$(service_ip "$m")
+    spawn "$(ns "$m")" "$m-$svc" "$DEMO" --listen "$svc-$m@$ip:$port"
+    wait_http "$(ns "$m")" "http://$ip:$port/health"
+}
+
+# A throwaway CA and one certificate per machine, for its address, good as
+# server and as client certificate (ECDSA P-256, 30 days).
+make_certs() {
+    local dir=$STATE/tls m
+    mkdir -p "$dir"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
+        -subj "/CN=fulcrum demo CA" -keyout "$dir/ca.key" -out "$dir/ca.pem" 2>/dev/null
+    for m in m1 m2; do
+        local n=${m#m}
+        openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+            -subj "/CN=machine$n" -keyout "$dir/machine$n.key" -out "$dir/machine$n.csr" 2>/dev/null
+        printf 'subjectAltName=IP:%s\nextendedKeyUsage=serverAuth,clientAuth\n' "$(ip_of "$m")" >"$dir/machine$n.ext"
+        openssl x509 -req -in "$dir/machine$n.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" \
+            -CAcreateserial -days 30 -extfile "$dir/machine$n.ext" -out "$dir/machine$n.pem" 2>/dev/null
+    done
+    rm -f "$dir/ca.key"
+}
+
+# The config of machine $1 in this mode.
+config_of() {
+    if tls_mode; then echo "$ROOT/conf/machine${1#m}-tls.yaml"; else echo "$ROOT/conf/machine${1#m}.yaml"; fi
 }
 
 start_fulcrum() {
     local m=$1 n=${1#m}
     mkdir -p "$STATE/run-$m"
     spawn "$(ns "$m")" "$m-fulcrum" env MACHINE1_IP=$M1_IP MACHINE2_IP=$M2_IP \
-        FULCRUM_RUN_DIR="$STATE/run-$m" RUST_LOG=info \
-        "$FULCRUM" -c "$ROOT/conf/machine$n.yaml"
+        FULCRUM_RUN_DIR="$STATE/run-$m" FULCRUM_TLS_DIR="$STATE/tls" RUST_LOG=info \
+        "$FULCRUM" -c "$(config_of "$m")"
 }
 
 up() {
@@ -118,9 +151,13 @@ up() {
     FULCRUM=$(pick_bin fulcrum FULCRUM_BIN)
     DEMO=$(pick_bin fulcrum-demo-backend DEMO_BIN)
     mkdir -p "$STATE"
+    if [ "${1:-}" = --tls ]; then
+        command -v openssl >/dev/null || { echo "demo.sh: --tls needs openssl" >&2; exit 1; }
+        make_certs
+    fi
     for m in m1 m2; do
         MACHINE1_IP=$M1_IP MACHINE2_IP=$M2_IP FULCRUM_RUN_DIR="$STATE/run-$m" \
-            "$FULCRUM" -t -c "$ROOT/conf/machine${m#m}.yaml" >/dev/null
+            FULCRUM_TLS_DIR="$STATE/tls" "$FULCRUM" -t -c "$(config_of "$m")" >/dev/null
     done
 
     ip netns add "$SW"
@@ -199,7 +236,7 @@ status() {
 cmd=${1:-}
 shift || true
 case "$cmd" in
-    up) up ;;
+    up) up "$@" ;;
     down) down ;;
     status) status ;;
     stop-service)

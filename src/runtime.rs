@@ -9,6 +9,7 @@ use crate::pool::{Pool, ServerRegistry};
 use crate::router::RouteStats;
 use crate::router::{Route, Router};
 use arc_swap::ArcSwap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 /// One generation of routes and pools. (`pub`: the health checker's
@@ -18,6 +19,8 @@ pub struct Runtime {
     pub(crate) config: Config,
     /// Prefix routes.
     pub(crate) router: Router,
+    /// The routes of listen addresses that have their own.
+    pub(crate) listen_routers: Vec<(SocketAddr, Router)>,
     /// Pools, indexed like `config.pools`.
     pub(crate) pools: Vec<Arc<Pool>>,
     /// 1 for the first config, +1 per successful reload.
@@ -39,17 +42,24 @@ impl Runtime {
             .iter()
             .map(|pc| Arc::new(Pool::new(pc.clone(), &registry)))
             .collect();
-        let router = Router::new(
-            config
-                .routes
-                .iter()
-                .map(|r| Route {
-                    prefix: r.prefix.clone(),
-                    pool: r.pool,
-                    strip_prefix: r.strip_prefix,
-                })
-                .collect(),
-        );
+        let router_of = |routes: &[crate::config::RouteConfig]| {
+            Router::new(
+                routes
+                    .iter()
+                    .map(|r| Route {
+                        prefix: r.prefix.clone(),
+                        pool: r.pool,
+                        strip_prefix: r.strip_prefix,
+                    })
+                    .collect(),
+            )
+        };
+        let router = router_of(&config.routes);
+        let listen_routers = config
+            .listen
+            .iter()
+            .filter_map(|l| Some((l.addr, router_of(l.routes.as_deref()?))))
+            .collect();
         // A route keeps its counters over a reload if prefix and pool stay.
         let route_key = |rt: &Runtime, r: &Route| {
             let pool = rt.pools.get(r.pool).map(|p| p.name().to_string());
@@ -58,6 +68,7 @@ impl Runtime {
         let mut rt = Runtime {
             config,
             router,
+            listen_routers,
             pools,
             generation,
             route_stats: vec![],
@@ -81,6 +92,22 @@ impl Runtime {
             })
             .collect();
         rt
+    }
+
+    /// The router for a request that arrived on `local` (`None`: unknown).
+    pub(crate) fn router_for(&self, local: impl FnOnce() -> Option<SocketAddr>) -> &Router {
+        if self.listen_routers.is_empty() {
+            return &self.router; // the usual case: no lookup of the address
+        }
+        let Some(local) = local() else {
+            return &self.router;
+        };
+        self.listen_routers
+            .iter()
+            .find(|(a, _)| {
+                a.port() == local.port() && (a.ip() == local.ip() || a.ip().is_unspecified())
+            })
+            .map_or(&self.router, |(_, r)| r)
     }
 
     /// The counters of `route`, a route of this runtime's router.

@@ -80,6 +80,7 @@ pub struct RawListen {
     pub addr: Option<String>,
     pub tls: Option<RawListenTls>,
     pub http2: Option<bool>,
+    pub routes: Option<Value>,
 }
 
 /// `tls:` of a listen entry.
@@ -136,6 +137,7 @@ pub struct RawServer {
     pub max_conns: Option<u32>,
     pub backup: Option<bool>,
     pub down: Option<bool>,
+    pub tls: Option<bool>,
 }
 
 /// One entry of `routes:`.

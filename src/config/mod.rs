@@ -60,6 +60,9 @@ pub struct ListenConfig {
     pub tls: Option<tls::ListenTls>,
     /// HTTP/2: offered by ALPN with TLS, h2c prior knowledge without.
     pub http2: bool,
+    /// Routes of requests that arrive on this address, in place of the
+    /// top-level ones (as an nginx `server` block's locations).
+    pub routes: Option<Vec<RouteConfig>>,
 }
 
 /// The addresses of `listen`.
@@ -250,6 +253,8 @@ pub struct ServerConfig {
     pub backup: bool,
     /// Never used.
     pub down: bool,
+    /// Reached with the pool's `tls` (if it has one); `false`: in clear.
+    pub tls: bool,
 }
 
 /// `protocol:` of a pool.

@@ -126,38 +126,28 @@ async fn check_round(
     }
 }
 
-/// How a pool's servers are checked: as the proxy talks to them.
-pub enum Via {
-    /// Plain HTTP/1.1 over TCP, written here (one connection per check).
-    Plain,
-    /// The pool's TLS and protocol, through Pingora's connector, as the
-    /// proxy's requests go (net/upstream/peer.rs).
-    Pingora(Box<PoolConfig>),
-}
+/// How a pool's servers are checked: as the proxy talks to them. Plain
+/// HTTP/1.1 over TCP is written here (one connection per check); with TLS
+/// or HTTP/2, the pool's settings go through Pingora's connector, as the
+/// proxy's requests do (net/upstream/peer.rs).
+pub struct Via(Box<PoolConfig>);
 
 impl Via {
     /// How `pool`'s servers are checked.
     pub fn of(pool: &PoolConfig) -> Via {
-        if peer::pingora_connects(pool) {
-            Via::Pingora(Box::new(pool.clone()))
-        } else {
-            Via::Plain
-        }
+        Via(Box::new(pool.clone()))
     }
 }
 
 /// One check within the configured timeout; `Err` carries a short reason.
 pub async fn check_once(server: &Server, hc: &HealthCheckConfig, how: &Via) -> Result<(), String> {
     let probe = async {
-        match (how, &hc.kind) {
-            (
-                Via::Pingora(pool),
-                CheckKind::Http {
-                    path,
-                    expect_status,
-                },
-            ) => {
-                let status = probe_via_pingora(server, pool, path).await?;
+        match &hc.kind {
+            CheckKind::Http {
+                path,
+                expect_status,
+            } if peer::pingora_connects(&how.0, server) => {
+                let status = probe_via_pingora(server, &how.0, path).await?;
                 expected(status, expect_status)
             }
             _ => probe(server, &hc.kind).await,
@@ -176,7 +166,7 @@ pub async fn check_once(server: &Server, hc: &HealthCheckConfig, how: &Via) -> R
 async fn probe_via_pingora(server: &Server, pool: &PoolConfig, path: &str) -> Result<u16, String> {
     static CONNECTOR: OnceLock<Connector> = OnceLock::new();
     let connector = CONNECTOR.get_or_init(|| Connector::new(None));
-    let mut peer = peer::peer(server.addr, &server.name, None, pool);
+    let mut peer = peer::peer(server, None, pool);
     // Not from, nor back to, the pool that requests use.
     peer.options.idle_timeout = Some(std::time::Duration::ZERO);
     let (mut session, _) = connector

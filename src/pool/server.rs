@@ -28,6 +28,8 @@ pub struct Server {
     max_conns: AtomicU32,
     backup: AtomicBool,
     down: AtomicBool,
+    /// Reached in clear although the pool has `tls` (`tls: false`).
+    clear: AtomicBool,
     pub(super) passive: Passive,
     active: Active,
     drain: Drain,
@@ -49,6 +51,7 @@ impl Server {
             max_conns: AtomicU32::new(0),
             backup: AtomicBool::new(false),
             down: AtomicBool::new(false),
+            clear: AtomicBool::new(false),
             passive: Passive::new(),
             active: Active::new(),
             drain: Drain::default(),
@@ -67,7 +70,13 @@ impl Server {
         self.max_conns.store(cfg.max_conns, Relaxed);
         self.backup.store(cfg.backup, Relaxed);
         self.down.store(cfg.down, Relaxed);
+        self.clear.store(!cfg.tls, Relaxed);
         self.drain.set_removed(false);
+    }
+
+    /// Whether the pool's `tls` applies to this server.
+    pub(crate) fn uses_tls(&self) -> bool {
+        !self.clear.load(Relaxed)
     }
 
     /// Relative weight (at least 1).

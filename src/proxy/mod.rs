@@ -141,13 +141,11 @@ impl ProxyHttp for Fulcrum {
         _session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        let (addr, lease) = ctx.begin_attempt(self.idle_capacity)?;
+        let (_, lease) = ctx.begin_attempt(self.idle_capacity)?;
         let pool = ctx.pool.as_deref().expect("an attempt has a pool");
-        let name = ctx
-            .current
-            .as_ref()
-            .map_or("", |a| a.server().name.as_str());
-        Ok(Box::new(peer::peer(addr, name, Some(&lease), &pool.config)))
+        let attempt = ctx.current.as_ref().expect("an attempt was begun");
+        let peer = peer::peer(attempt.server(), Some(&lease), &pool.config);
+        Ok(Box::new(peer))
     }
 
     async fn connected_to_upstream(
@@ -402,7 +400,11 @@ impl Fulcrum {
         rt: &Runtime,
     ) -> Result<bool> {
         let uri = &session.req_header().uri;
-        let matched = match rt.router.route(uri.path()) {
+        let router = rt.router_for(|| match session.as_ref().server_addr()? {
+            pingora::protocols::l4::socket::SocketAddr::Inet(a) => Some(*a),
+            _ => None,
+        });
+        let matched = match router.route(uri.path()) {
             Ok(Some(m)) => m,
             Ok(None) => {
                 ctx.local_status = Some(404);

@@ -329,3 +329,121 @@ fn two_machine_deployment_survives_a_crashed_service_and_a_vanished_machine() {
     let alive: Vec<u32> = pids.into_iter().filter(|p| pid_alive(*p)).collect();
     assert!(alive.is_empty(), "processes left: {alive:?}");
 }
+
+/// `demo.sh up --tls` (conf/machineN-tls.yaml): the same deployment with the
+/// traffic between the machines over TLS with client certificates. A
+/// capture on the switch between the machines (tcpdump, in the switch's
+/// namespace) holds their TLS traffic and not one byte of plain HTTP; a
+/// crashed service behind the other machine still costs no request.
+#[test]
+fn encrypted_two_machines_send_no_plain_http_between_them() {
+    require_namespaces();
+    assert!(
+        Command::new("tcpdump").arg("--version").output().is_ok(),
+        "this test needs tcpdump (deploy/test.sh installs it)"
+    );
+    let demo = Demo {
+        prefix: format!("fe{}", std::process::id() % 100_000),
+        state: std::env::temp_dir()
+            .join(format!("fulcrum-two-machines-tls-{}", std::process::id())),
+        _shared: shared(),
+    };
+    demo.run(&["up", "--tls"]);
+    let pcap = demo.state.join("between.pcap");
+    let mut capture = Command::new("ip")
+        .args(["netns", "exec", &format!("{}-sw", demo.prefix)])
+        .args(["tcpdump", "-i", "br0", "-U", "-s", "0", "-w"])
+        .arg(&pcap)
+        .arg(format!("host {M1} and host {M2}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start tcpdump");
+    // tcpdump says "listening on" once it captures.
+    let mut err = capture.stderr.take().unwrap();
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !String::from_utf8_lossy(&seen).contains("listening on") && Instant::now() < deadline {
+        let mut buf = [0u8; 256];
+        match std::io::Read::read(&mut err, &mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+        }
+    }
+
+    // Every prefix through both machines; each balancer's requests split
+    // between its own service and the other machine's (over TLS).
+    let mut remote = 0;
+    for (m, other) in [(M1, "m2"), (M2, "m1")] {
+        for p in ["/api/users", "/api/products", "/api/orders"] {
+            let r = demo.fetch(&urls(m, p, 6));
+            assert!(r.iter().all(|f| f.status == 200), "{p} through {m}: {r:?}");
+            remote += r.iter().filter(|f| f.backend.ends_with(other)).count();
+        }
+    }
+    assert!(
+        remote >= 12,
+        "requests that crossed to the other machine: {remote} of 36"
+    );
+
+    // The services answer only on their own machine's loopback.
+    let direct = demo.fetch(&[format!("http://{M2}:3011/health")]);
+    assert_eq!(
+        direct[0].status, 0,
+        "m2's user service reachable from outside"
+    );
+    // The peer address refuses a client without a certificate.
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &demo.client_ns(),
+            "curl",
+            "-sk",
+            "--max-time",
+            "5",
+        ])
+        .arg(format!("https://{M2}:8443/api/users"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "no client certificate, yet served");
+
+    // m2's user service crashes: m1's requests sent there come back 502
+    // and are tried on m1's own.
+    demo.run(&["stop-service", "m2", "user"]);
+    let r = demo.fetch(&urls(M1, "/api/users", 20));
+    let failed = r.iter().filter(|f| f.status != 200).count();
+    assert_eq!(failed, 0, "through m1 with user-m2 down: {r:?}");
+    assert!(r.iter().all(|f| f.backend == "user-m1"));
+
+    std::thread::sleep(Duration::from_millis(300));
+    crate::common::signal(capture.id(), "INT");
+    let _ = capture.wait();
+    let bytes = std::fs::read(&pcap).expect("the capture");
+    assert!(
+        bytes.len() > 20_000,
+        "a capture of the traffic between the machines: {} bytes",
+        bytes.len()
+    );
+    // Case as sent: the ClientHello names "http/1.1" in clear (ALPN), as
+    // every TLS client does; a request or status line says "HTTP/1.1".
+    for plain in [
+        "HTTP/1.1\r\n",
+        "HTTP/1.1 200",
+        "GET /api",
+        "/api/users",
+        "user-m1",
+        "user-m2",
+        "X-Forwarded-For",
+        "x-forwarded-for",
+    ] {
+        assert!(
+            !bytes.windows(plain.len()).any(|w| w == plain.as_bytes()),
+            "{plain:?} in clear between the machines"
+        );
+    }
+    println!(
+        "encrypted: {remote} of 36 requests crossed machines; {} bytes captured between them, no plain HTTP",
+        bytes.len()
+    );
+}

@@ -1,10 +1,11 @@
 //! `listen:`: each entry an address, or a mapping with `addr`, `tls` and
 //! `http2`.
 
+use super::routes::routes;
 use super::Checker;
 use crate::config::file::{parse_section, RawListen, RawListenTls};
 use crate::config::tls::{self, Findings, ListenTlsSpec};
-use crate::config::ListenConfig;
+use crate::config::{ListenConfig, PoolConfig};
 use serde_yaml::Value;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -12,7 +13,9 @@ use std::time::SystemTime;
 
 const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
 
-pub(super) fn listen(c: &mut Checker, v: Option<&Value>) -> Vec<ListenConfig> {
+/// The entries, each with its own `routes` still raw: they name pools,
+/// which are read later ([`listen_routes`]).
+pub(super) fn listen(c: &mut Checker, v: Option<&Value>) -> Vec<(ListenConfig, Option<Value>)> {
     let entries: Vec<Value> = match v {
         None => vec![Value::String(DEFAULT_LISTEN.into())],
         Some(Value::Sequence(s)) => s.clone(),
@@ -24,7 +27,7 @@ pub(super) fn listen(c: &mut Checker, v: Option<&Value>) -> Vec<ListenConfig> {
     if entries.is_empty() {
         c.err("listen", "at least one address is required");
     }
-    let mut out: Vec<ListenConfig> = vec![];
+    let mut out: Vec<(ListenConfig, Option<Value>)> = vec![];
     for (i, e) in entries.iter().enumerate() {
         let path = format!("listen[{i}]");
         let raw = match e {
@@ -42,7 +45,7 @@ pub(super) fn listen(c: &mut Checker, v: Option<&Value>) -> Vec<ListenConfig> {
             continue;
         };
         let addr = match a.parse::<SocketAddr>() {
-            Ok(addr) if out.iter().any(|l| l.addr == addr) => {
+            Ok(addr) if out.iter().any(|(l, _)| l.addr == addr) => {
                 c.err(&path, format!("duplicate address {a:?}"));
                 continue;
             }
@@ -56,7 +59,37 @@ pub(super) fn listen(c: &mut Checker, v: Option<&Value>) -> Vec<ListenConfig> {
         let tls = raw
             .tls
             .and_then(|t| listen_tls(c, &format!("{path}.tls"), t, http2));
-        out.push(ListenConfig { addr, tls, http2 });
+        let listen = ListenConfig {
+            addr,
+            tls,
+            http2,
+            routes: None,
+        };
+        out.push((listen, raw.routes));
+    }
+    out
+}
+
+/// Gives each entry its own routes, checked against `pools`.
+pub(super) fn listen_routes(
+    c: &mut Checker,
+    entries: Vec<(ListenConfig, Option<Value>)>,
+    pools: &[PoolConfig],
+) -> Vec<ListenConfig> {
+    let mut out = vec![];
+    for (i, (mut l, raw)) in entries.into_iter().enumerate() {
+        if let Some(v) = raw {
+            let path = format!("listen[{i}].routes");
+            let r = routes(c, &path, Some(&v), pools);
+            if r.is_empty() && !c.errors.iter().any(|e| e.starts_with(&path)) {
+                c.err(
+                    &path,
+                    "at least one route is required (or leave routes out)",
+                );
+            }
+            l.routes = Some(r);
+        }
+        out.push(l);
     }
     out
 }

@@ -148,7 +148,8 @@ pub(super) fn validate_document(
     };
 
     let pools = pools(&mut c, get("pools"));
-    let routes = routes(&mut c, get("routes"), &pools);
+    let routes = routes(&mut c, "routes", get("routes"), &pools);
+    let listen = listen::listen_routes(&mut c, listen, &pools);
     let limits = limits(&mut c, get("limits"));
 
     if c.errors.is_empty() {

@@ -235,6 +235,7 @@ fn server(
         max_conns: raw.max_conns.unwrap_or(0),
         backup: raw.backup.unwrap_or(false),
         down: raw.down.unwrap_or(false),
+        tls: raw.tls.unwrap_or(true),
     })
 }
 

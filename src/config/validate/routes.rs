@@ -6,18 +6,24 @@ use crate::config::{PoolConfig, RouteConfig};
 use serde_yaml::Value;
 use std::collections::HashSet;
 
-pub(super) fn routes(c: &mut Checker, v: Option<&Value>, pools: &[PoolConfig]) -> Vec<RouteConfig> {
+/// The routes at `at` (`routes`, or a listener's `listen[i].routes`).
+pub(super) fn routes(
+    c: &mut Checker,
+    at: &str,
+    v: Option<&Value>,
+    pools: &[PoolConfig],
+) -> Vec<RouteConfig> {
     let Some(v) = v else {
         return vec![];
     };
     let Some(list) = v.as_sequence() else {
-        c.err("routes", "must be a list of {prefix, pool}");
+        c.err(at, "must be a list of {prefix, pool}");
         return vec![];
     };
     let mut seen = HashSet::new();
     let mut out = vec![];
     for (i, v) in list.iter().enumerate() {
-        let path = format!("routes[{i}]");
+        let path = format!("{at}[{i}]");
         let Some(raw) = parse_section::<RawRoute>(v, &path, &mut c.errors) else {
             continue;
         };

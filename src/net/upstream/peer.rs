@@ -10,10 +10,11 @@
 //! connections are Pingora's (src/net/mod.rs, assumption 25).
 
 use super::connector::Lease;
+use crate::config::tls::UpstreamTls;
 use crate::config::{PoolConfig, UpstreamProtocol};
+use crate::pool::Server;
 use pingora::protocols::ALPN;
 use pingora::upstreams::peer::HttpPeer;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,31 +26,35 @@ const H2_STREAMS_PER_CONNECTION: usize = 100;
 /// own idle lists, nginx's upstream `keepalive_timeout`).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Whether `pool`'s connections are Pingora's (TLS or HTTP/2) rather than
-/// fulcrum's own.
-pub(crate) fn pingora_connects(pool: &PoolConfig) -> bool {
-    pool.tls.is_some() || pool.protocol != UpstreamProtocol::Http1
+/// The pool's TLS, if `server` is reached with it.
+fn tls_of<'a>(pool: &'a PoolConfig, server: &Server) -> Option<&'a UpstreamTls> {
+    pool.tls.as_ref().filter(|_| server.uses_tls())
 }
 
-/// The peer for an attempt on `addr` (written as `name` in the config) in
-/// `pool`; `lease` connects it when the connection is fulcrum's.
-pub(crate) fn peer(
-    addr: SocketAddr,
-    name: &str,
-    lease: Option<&Arc<Lease>>,
-    pool: &PoolConfig,
-) -> HttpPeer {
-    let sni = match &pool.tls {
-        Some(t) => t.sni.clone().unwrap_or_else(|| host_of(name).to_string()),
+/// Whether connections to `server` of `pool` are Pingora's (TLS or
+/// HTTP/2) rather than fulcrum's own.
+pub(crate) fn pingora_connects(pool: &PoolConfig, server: &Server) -> bool {
+    tls_of(pool, server).is_some() || pool.protocol != UpstreamProtocol::Http1
+}
+
+/// The peer for an attempt on `server` of `pool`; `lease` connects it when
+/// the connection is fulcrum's.
+pub(crate) fn peer(server: &Server, lease: Option<&Arc<Lease>>, pool: &PoolConfig) -> HttpPeer {
+    let tls = tls_of(pool, server);
+    let sni = match tls {
+        Some(t) => t
+            .sni
+            .clone()
+            .unwrap_or_else(|| host_of(&server.name).to_string()),
         None => String::new(),
     };
-    let mut peer = HttpPeer::new(addr, pool.tls.is_some(), sni);
+    let mut peer = HttpPeer::new(server.addr, tls.is_some(), sni);
     let o = &mut peer.options;
     o.connection_timeout = Some(pool.connect_timeout);
     o.read_timeout = Some(pool.read_timeout);
     o.write_timeout = Some(pool.write_timeout);
     match lease {
-        Some(lease) if !pingora_connects(pool) => {
+        Some(lease) if !pingora_connects(pool, server) => {
             // fulcrum connects and keeps idle connections itself.
             o.custom_l4 = Some(lease.connector(pool.connect_timeout));
             // Pingora's own pool never gets these; should one reach it all
@@ -58,7 +63,7 @@ pub(crate) fn peer(
         }
         _ => o.idle_timeout = Some(IDLE_TIMEOUT),
     }
-    if let Some(tls) = &pool.tls {
+    if let Some(tls) = tls {
         o.verify_cert = tls.verify;
         o.verify_hostname = tls.verify;
         o.ca = tls.ca.clone();
@@ -68,7 +73,7 @@ pub(crate) fn peer(
         UpstreamProtocol::H2 | UpstreamProtocol::H2c => ALPN::H2,
     };
     o.max_h2_streams = H2_STREAMS_PER_CONNECTION;
-    peer.client_cert_key = pool.tls.as_ref().and_then(|t| t.client_cert.clone());
+    peer.client_cert_key = tls.and_then(|t| t.client_cert.clone());
     peer
 }
 
