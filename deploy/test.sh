@@ -23,11 +23,23 @@ command -v wrk >/dev/null || need+=(wrk)
 command -v dpkg-shlibdeps >/dev/null || need+=(dpkg-dev)
 command -v logrotate >/dev/null || [ -x /usr/sbin/logrotate ] || need+=(logrotate)
 command -v man >/dev/null || need+=(man-db)
+# The TLS and HTTP/2 bad-input tests (tests/integration/tls_bad_input.rs,
+# h2_abuse.rs): throwaway certificates by openssl; hostile HTTP/2 clients
+# in python3 with the h2 library, from pip when python3 lacks it (below).
+command -v openssl >/dev/null || need+=(openssl)
+command -v python3 >/dev/null || need+=(python3)
+python3 -c 'import h2' 2>/dev/null || python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" -eq 0 ]; then SUDO=(); else SUDO=(sudo); fi
     echo "test.sh: installing ${need[*]}"
     "${SUDO[@]}" apt-get update -qq
     DEBIAN_FRONTEND=noninteractive "${SUDO[@]}" apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+if ! python3 -c 'import h2' 2>/dev/null; then
+    echo "test.sh: installing h2 (python)"
+    python3 -m pip install -q h2 2>/dev/null ||
+        python3 -m pip install -q --break-system-packages h2
 fi
 
 echo "test.sh: shellcheck"

@@ -31,11 +31,13 @@ mod upstream_misbehaviour;
 
 // HTTP/1.1 handling, hostile input and limits.
 mod conformance;
+mod h2_abuse;
 mod headers;
 mod hostile;
 mod limits;
 mod pipelining;
 mod tls;
+mod tls_bad_input;
 
 // Logs, status pages and metrics.
 mod access_log_formats;
