@@ -183,6 +183,39 @@
 //!     rejected by `fulcrum -t` with the reason. Pingora:
 //!     `src/server/configuration/mod.rs`, `ServerConf`. Tests:
 //!     `config::pingora_keys` unit tests, tests/integration/pingora_keys.rs.
+//!
+//! ## TLS and HTTP/2
+//!
+//! 25. A client connection that speaks HTTP/2 (ALPN h2 on fulcrum's TLS
+//!     stream, or the h2c preface found by `downstream::handshake`) goes
+//!     to Pingora's blanket `ServerApp` for HTTP apps, which decides by
+//!     the stream's `selected_alpn_proto()`, runs the HTTP/2 handshake with
+//!     the proxy's `h2_options`, spawns a task per stream on
+//!     `pingora_runtime::current_handle()` (outside Pingora's no-steal
+//!     runtime: the calling worker's runtime), closes an idle connection
+//!     after `server_options.h2_idle_timeout`, and sends GOAWAY when the
+//!     `shutdown` watch fires, finishing open streams. Pingora:
+//!     `src/apps/mod.rs`, `process_new`; `src/protocols/http/v2/server.rs`,
+//!     `accept_downstream_sessions`. Tests: tests/integration/tls.rs
+//!     (`tls_with_http1_and_http2_and_h2c_reach_the_same_pool`,
+//!     `a_graceful_stop_finishes_http2_streams_in_flight`),
+//!     tests/integration/h2_abuse.rs (stream limit, idle connections).
+//! 26. TLS and HTTP/2 pools are connected by Pingora's connector and kept
+//!     in its pool (no `custom_l4`): fulcrum's idle lists hold bare TCP
+//!     sockets only. Its rustls connector skips every certificate check
+//!     when the peer's SNI is empty, so `upstream::peer` always sets one
+//!     (`tls.sni`, else the server's host) and `verify: false` is the only
+//!     way to turn checks off. Pingora: `src/connectors/http/mod.rs`,
+//!     `get_http_session`; `src/connectors/tls/rustls/mod.rs`, `connect`.
+//!     Tests: tests/integration/upstream_tls.rs; `net::upstream::peer`
+//!     unit tests.
+//! 27. An HTTP/2 request to a server takes its `:authority` from the
+//!     target's authority, else from `Host`, and Pingora refuses the two
+//!     when they differ; fulcrum sends every request in origin-form with
+//!     the Host it chose (`proxy::headers`). Pingora:
+//!     `src/protocols/http/v2/client.rs`, `sanitize_request_header`.
+//!     Tests: tests/integration/upstream_tls.rs (Host as sent),
+//!     tests/integration/grpc.rs.
 
 pub mod downstream;
 pub mod upstream;

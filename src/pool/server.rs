@@ -232,6 +232,7 @@ pub(super) mod tests {
             max_conns: 0,
             backup: false,
             down: false,
+            tls: true,
         })
     }
 

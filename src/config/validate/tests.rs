@@ -298,3 +298,62 @@ fn rejected_pingora_keys_are_errors_that_give_the_reason() {
     assert_eq!(l.server.upstream_keepalive_pool_size, 7);
     assert!(!l.server.work_stealing, "fulcrum's default");
 }
+
+const POOL: &str = "pools:\n  p:\n    servers: [{addr: \"127.0.0.1:1\"}]\n";
+
+#[test]
+fn listen_entries_are_addresses_or_mappings_with_their_own_routes() {
+    let doc = format!(
+        "listen:\n  - \"127.0.0.1:8080\"\n  - {{ addr: \"127.0.0.1:8081\", http2: true, routes: [{{prefix: /x, pool: p}}] }}\n{POOL}routes: [{{prefix: /, pool: p}}]\n"
+    );
+    let c = from_str(&doc, &env).unwrap().config;
+    assert_eq!(c.listen.len(), 2);
+    assert!(!c.listen[0].http2 && c.listen[0].routes.is_none());
+    assert!(c.listen[1].http2 && c.listen[1].tls.is_none());
+    assert_eq!(c.listen[1].routes.as_ref().unwrap()[0].prefix, "/x");
+
+    assert_rejects(&format!("listen: [{{http2: true}}]\n{POOL}"), "listen[0].addr", "required");
+    assert_rejects(
+        &format!("listen: [{{addr: \"127.0.0.1:1\", routes: [{{prefix: /x, pool: q}}]}}]\n{POOL}"),
+        "listen[0].routes[0].pool",
+        "no pool named",
+    );
+    assert_rejects(
+        &format!("listen: [{{addr: \"127.0.0.1:1\", routes: []}}]\n{POOL}"),
+        "listen[0].routes",
+        "at least one route",
+    );
+    assert_rejects(
+        &format!("listen: [{{addr: \"127.0.0.1:1\", tls: {{}}}}]\n{POOL}"),
+        "listen[0].tls.certificates",
+        "at least one certificate",
+    );
+    assert_rejects(
+        &format!("listen: [{{addr: \"127.0.0.1:1\", tls: {{certificates: [{{cert: /x}}]}}}}]\n{POOL}"),
+        "listen[0].tls.certificates[0].key",
+        "required",
+    );
+    assert_rejects(&format!("listen: [{{addr: \"127.0.0.1:1\", tcp: 1}}]\n{POOL}"), "listen[0]", "unknown field");
+}
+
+#[test]
+fn a_pools_protocol_and_tls_are_checked_together() {
+    let pool = |extra: &str| format!("pools:\n  p:\n{extra}    servers: [{{addr: \"127.0.0.1:1\"}}]\n");
+    let c = from_str(&pool("    protocol: h2c\n"), &env).unwrap().config;
+    assert_eq!(c.pools[0].protocol, UpstreamProtocol::H2c);
+    let c = from_str(&pool("    tls: { verify: false, sni: api.internal }\n    protocol: h2\n"), &env)
+        .unwrap()
+        .config;
+    let tls = c.pools[0].tls.as_ref().unwrap();
+    assert!(!tls.verify);
+    assert_eq!(tls.sni.as_deref(), Some("api.internal"));
+    assert!(c.pools[0].servers[0].tls, "servers use the pool's tls by default");
+
+    assert_rejects(&pool("    protocol: h2\n"), "pools.p.protocol", "needs tls");
+    assert_rejects(&pool("    tls: {}\n    protocol: h2c\n"), "pools.p.protocol", "without tls");
+    assert_rejects(&pool("    protocol: http3\n"), "pools.p.protocol", "not one of");
+    assert_rejects(&pool("    tls: { sni: \"a b\" }\n"), "pools.p.tls.sni", "not a host name");
+    assert_rejects(&pool("    tls: { client_cert: /x.pem }\n"), "pools.p.tls.client_key", "required");
+    assert_rejects(&pool("    tls: { ca: /nonexistent/ca.pem }\n"), "pools.p.tls.ca", "cannot read");
+    assert_rejects(&pool("    tls: { verify: 1 }\n"), "pools.p.tls", "invalid type");
+}
