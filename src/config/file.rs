@@ -39,6 +39,7 @@ pub struct RawLimits {
     pub client_header_timeout: Option<String>,
     pub client_body_timeout: Option<String>,
     pub keepalive_timeout: Option<String>,
+    pub send_timeout: Option<String>,
     pub max_connections: Option<u32>,
 }
 

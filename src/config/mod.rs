@@ -92,6 +92,10 @@ pub struct LimitsConfig {
     pub client_body_timeout: Duration,
     /// How long an idle keepalive connection is kept; zero disables keepalive.
     pub keepalive_timeout: Duration,
+    /// Longest wait for the client to take more of a response (nginx
+    /// `send_timeout`): a client that stops reading, or an HTTP/2 client
+    /// that keeps its window shut, is cut after it.
+    pub send_timeout: Duration,
     /// Concurrent client connections; excess ones are closed at once. 0 = unlimited.
     pub max_connections: usize,
 }
@@ -105,6 +109,7 @@ impl Default for LimitsConfig {
             client_header_timeout: Duration::from_secs(60),
             client_body_timeout: Duration::from_secs(60),
             keepalive_timeout: Duration::from_secs(75),
+            send_timeout: Duration::from_secs(60),
             max_connections: 0,
         }
     }

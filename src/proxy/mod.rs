@@ -108,6 +108,7 @@ impl ProxyHttp for Fulcrum {
                 session.set_keepalive(limits::keepalive_secs(l));
             }
             session.set_read_timeout(Some(l.client_body_timeout));
+            session.set_write_timeout(Some(l.send_timeout));
             ctx.body_limit = l.client_max_body_size;
             let raw = session.as_ref().to_h1_raw();
             limits::check_request(&raw, session.req_header(), &body, l)

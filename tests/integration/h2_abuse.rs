@@ -19,7 +19,8 @@ use std::time::{Duration, Instant};
 /// Most that a case may add to fulcrum's resident memory.
 const RSS_BOUND_KIB: u64 = 20 * 1024;
 /// `limits.client_header_timeout`, `keepalive_timeout` (the HTTP/2 idle
-/// timeout), `client_body_timeout` and the pools' read and write timeouts.
+/// timeout), `client_body_timeout`, `send_timeout` and the pools' read and
+/// write timeouts.
 const TIMEOUTS: Duration = Duration::from_secs(2);
 /// fulcrum's SETTINGS_MAX_CONCURRENT_STREAMS (nginx's default).
 const MAX_CONCURRENT_STREAMS: u64 = 128;
@@ -61,7 +62,7 @@ impl H2 {
         let h2c = "{ addr: \"127.0.0.1:{port}\", http2: true }";
         let t = TIMEOUTS.as_secs();
         let body = format!(
-            "access_log: off\nlimits:\n  client_header_timeout: {t}s\n  keepalive_timeout: {t}s\n  client_body_timeout: {t}s\n\
+            "access_log: off\nlimits:\n  client_header_timeout: {t}s\n  keepalive_timeout: {t}s\n  client_body_timeout: {t}s\n  send_timeout: {t}s\n\
              pools:\n  svc:\n    servers: [{{ addr: \"{}\" }}]\n  probe:\n    servers: [{{ addr: \"{}\" }}]\n\
              \x20 big:\n    read_timeout: {t}s\n    write_timeout: {t}s\n    servers: [{{ addr: \"{}\" }}]\n\
              routes:\n  - {{ prefix: /api, pool: svc }}\n  - {{ prefix: /probe, pool: probe }}\n  - {{ prefix: /big, pool: big }}\n",
@@ -403,7 +404,8 @@ fn a_client_that_never_opens_its_window_does_not_hold_streams_forever() {
             })
         })
         .collect();
-    std::thread::sleep(limit / 2);
+    // While the streams are held (send_timeout cuts them after 2 s).
+    std::thread::sleep(TIMEOUTS / 2);
     let held = h.f.rss_kib();
     let prober = Prober::start(&h.f);
     let mut failures = vec![];

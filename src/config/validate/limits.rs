@@ -72,7 +72,14 @@ pub(super) fn limits(c: &mut Checker, v: Option<&Value>) -> LimitsConfig {
         d.keepalive_timeout,
         true,
     );
+    let send_timeout = timeout(
+        "send_timeout",
+        raw.send_timeout.as_ref(),
+        d.send_timeout,
+        false,
+    );
     LimitsConfig {
+        send_timeout,
         max_header_size: header_size.min(PINGORA_MAX_HEADER_SIZE as u64) as usize,
         max_header_count: header_count,
         client_max_body_size: body_size,

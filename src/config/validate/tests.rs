@@ -312,7 +312,11 @@ fn listen_entries_are_addresses_or_mappings_with_their_own_routes() {
     assert!(c.listen[1].http2 && c.listen[1].tls.is_none());
     assert_eq!(c.listen[1].routes.as_ref().unwrap()[0].prefix, "/x");
 
-    assert_rejects(&format!("listen: [{{http2: true}}]\n{POOL}"), "listen[0].addr", "required");
+    assert_rejects(
+        &format!("listen: [{{http2: true}}]\n{POOL}"),
+        "listen[0].addr",
+        "required",
+    );
     assert_rejects(
         &format!("listen: [{{addr: \"127.0.0.1:1\", routes: [{{prefix: /x, pool: q}}]}}]\n{POOL}"),
         "listen[0].routes[0].pool",
@@ -329,31 +333,68 @@ fn listen_entries_are_addresses_or_mappings_with_their_own_routes() {
         "at least one certificate",
     );
     assert_rejects(
-        &format!("listen: [{{addr: \"127.0.0.1:1\", tls: {{certificates: [{{cert: /x}}]}}}}]\n{POOL}"),
+        &format!(
+            "listen: [{{addr: \"127.0.0.1:1\", tls: {{certificates: [{{cert: /x}}]}}}}]\n{POOL}"
+        ),
         "listen[0].tls.certificates[0].key",
         "required",
     );
-    assert_rejects(&format!("listen: [{{addr: \"127.0.0.1:1\", tcp: 1}}]\n{POOL}"), "listen[0]", "unknown field");
+    assert_rejects(
+        &format!("listen: [{{addr: \"127.0.0.1:1\", tcp: 1}}]\n{POOL}"),
+        "listen[0]",
+        "unknown field",
+    );
 }
 
 #[test]
 fn a_pools_protocol_and_tls_are_checked_together() {
-    let pool = |extra: &str| format!("pools:\n  p:\n{extra}    servers: [{{addr: \"127.0.0.1:1\"}}]\n");
+    let pool =
+        |extra: &str| format!("pools:\n  p:\n{extra}    servers: [{{addr: \"127.0.0.1:1\"}}]\n");
     let c = from_str(&pool("    protocol: h2c\n"), &env).unwrap().config;
     assert_eq!(c.pools[0].protocol, UpstreamProtocol::H2c);
-    let c = from_str(&pool("    tls: { verify: false, sni: api.internal }\n    protocol: h2\n"), &env)
-        .unwrap()
-        .config;
+    let c = from_str(
+        &pool("    tls: { verify: false, sni: api.internal }\n    protocol: h2\n"),
+        &env,
+    )
+    .unwrap()
+    .config;
     let tls = c.pools[0].tls.as_ref().unwrap();
     assert!(!tls.verify);
     assert_eq!(tls.sni.as_deref(), Some("api.internal"));
-    assert!(c.pools[0].servers[0].tls, "servers use the pool's tls by default");
+    assert!(
+        c.pools[0].servers[0].tls,
+        "servers use the pool's tls by default"
+    );
 
     assert_rejects(&pool("    protocol: h2\n"), "pools.p.protocol", "needs tls");
-    assert_rejects(&pool("    tls: {}\n    protocol: h2c\n"), "pools.p.protocol", "without tls");
-    assert_rejects(&pool("    protocol: http3\n"), "pools.p.protocol", "not one of");
-    assert_rejects(&pool("    tls: { sni: \"a b\" }\n"), "pools.p.tls.sni", "not a host name");
-    assert_rejects(&pool("    tls: { client_cert: /x.pem }\n"), "pools.p.tls.client_key", "required");
-    assert_rejects(&pool("    tls: { ca: /nonexistent/ca.pem }\n"), "pools.p.tls.ca", "cannot read");
-    assert_rejects(&pool("    tls: { verify: 1 }\n"), "pools.p.tls", "invalid type");
+    assert_rejects(
+        &pool("    tls: {}\n    protocol: h2c\n"),
+        "pools.p.protocol",
+        "without tls",
+    );
+    assert_rejects(
+        &pool("    protocol: http3\n"),
+        "pools.p.protocol",
+        "not one of",
+    );
+    assert_rejects(
+        &pool("    tls: { sni: \"a b\" }\n"),
+        "pools.p.tls.sni",
+        "not a host name",
+    );
+    assert_rejects(
+        &pool("    tls: { client_cert: /x.pem }\n"),
+        "pools.p.tls.client_key",
+        "required",
+    );
+    assert_rejects(
+        &pool("    tls: { ca: /nonexistent/ca.pem }\n"),
+        "pools.p.tls.ca",
+        "cannot read",
+    );
+    assert_rejects(
+        &pool("    tls: { verify: 1 }\n"),
+        "pools.p.tls",
+        "invalid type",
+    );
 }

@@ -39,7 +39,7 @@ pub(crate) fn is_pending(stream: &Stream) -> bool {
 /// The connection's stream once what its listener asked for is done
 /// (`None`: a handshake failed or timed out, and was logged; the
 /// connection is closed). `wait`: how long a client may take to show
-/// whether it speaks h2c.
+/// whether it speaks h2c, or to send the HTTP/2 preface after ALPN h2.
 pub(crate) async fn finish(stream: Stream, wait: Duration) -> Option<Stream> {
     let socket = match stream.into_any().downcast::<ClientSocket<TcpStream>>() {
         Ok(s) => s,
@@ -88,11 +88,47 @@ pub(crate) async fn finish(stream: Stream, wait: Duration) -> Option<Stream> {
                 .and_then(|c| c.suite().as_str())
                 .unwrap_or("");
             let digest = SslDigest::new(cipher, version, None, None, Vec::new());
-            Some(Box::new(
-                ClientSocket::new(tls_stream, fd, peer)
-                    .with_tls(digest)
-                    .with_alpn(alpn),
-            ))
+            let mut tls_stream = tls_stream;
+            // Pingora's HTTP/2 server waits for the preface without a
+            // limit: read it here, within the header timeout, as an
+            // HTTP/1 request's header is.
+            let preface = match alpn {
+                Some(ALPN::H2) => Some(read_preface(&mut tls_stream, peer, wait).await?),
+                _ => None,
+            };
+            let mut socket = ClientSocket::new(tls_stream, fd, peer)
+                .with_tls(digest)
+                .with_alpn(alpn);
+            if let Some(p) = preface {
+                socket = socket.with_replay(p);
+            }
+            Some(Box::new(socket))
+        }
+    }
+}
+
+/// The HTTP/2 connection preface (RFC 9113 §3.4), read within `wait`;
+/// `None` (logged at info, as any client error): anything else.
+async fn read_preface<S: tokio::io::AsyncRead + Unpin>(
+    io: &mut S,
+    peer: std::net::SocketAddr,
+    wait: Duration,
+) -> Option<bytes::Bytes> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; H2_PREFACE.len()];
+    match tokio::time::timeout(wait, io.read_exact(&mut buf)).await {
+        Ok(Ok(_)) if buf == H2_PREFACE => Some(bytes::Bytes::copy_from_slice(&buf)),
+        Ok(Ok(_)) => {
+            log::info!("client error: {peer}: ALPN h2 without the HTTP/2 preface");
+            None
+        }
+        Ok(Err(e)) => {
+            log::info!("client error: {peer}: closed before the HTTP/2 preface: {e}");
+            None
+        }
+        Err(_) => {
+            log::info!("client error: {peer}: no HTTP/2 preface within {wait:?}");
+            None
         }
     }
 }

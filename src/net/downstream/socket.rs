@@ -9,6 +9,7 @@
 
 use super::handshake::Pending;
 use async_trait::async_trait;
+use bytes::Bytes;
 use pingora::protocols::l4::socket::SocketAddr as PingoraAddr;
 use pingora::protocols::tls::SslDigest;
 use pingora::protocols::ALPN;
@@ -42,6 +43,8 @@ pub(crate) struct ClientSocket<T = TcpStream> {
     alpn: Option<ALPN>,
     /// What the listener asks for before HTTP starts (handshake.rs).
     pending: Option<Pending>,
+    /// Bytes read ahead (an HTTP/2 preface, checked), to be read first.
+    replay: Option<Bytes>,
 }
 
 impl<T: Transport> ClientSocket<T> {
@@ -57,7 +60,14 @@ impl<T: Transport> ClientSocket<T> {
             tls: None,
             alpn: None,
             pending: None,
+            replay: None,
         }
+    }
+
+    /// `bytes` were read from the connection already: reads give them first.
+    pub(crate) fn with_replay(mut self, bytes: Bytes) -> Self {
+        self.replay = Some(bytes);
+        self
     }
 
     /// The connection needs `pending` done before HTTP starts.
@@ -99,7 +109,16 @@ impl<T: Transport> AsyncRead for ClientSocket<T> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+        let this = self.get_mut();
+        if let Some(replay) = &mut this.replay {
+            let n = replay.len().min(buf.remaining());
+            buf.put_slice(&replay.split_to(n));
+            if replay.is_empty() {
+                this.replay = None;
+            }
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.io).poll_read(cx, buf)
     }
 }
 

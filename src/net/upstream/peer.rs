@@ -85,7 +85,42 @@ fn host_of(name: &str) -> &str {
 
 #[cfg(test)]
 mod tests {
-    use super::host_of;
+    use super::*;
+    use pingora::upstreams::peer::Peer;
+
+    fn pool(doc: &str) -> PoolConfig {
+        crate::config::from_str(doc, &|_| None)
+            .unwrap()
+            .config
+            .pools
+            .remove(0)
+    }
+
+    #[test]
+    fn a_verified_tls_peer_always_has_an_sni() {
+        let p = pool("pools:\n  p:\n    tls: {}\n    servers: [{addr: \"127.0.0.1:8443\"}, {addr: \"127.0.0.1:8080\", tls: false}]\n");
+        let (tls, clear) = (Server::new(&p.servers[0]), Server::new(&p.servers[1]));
+        let peer = peer(&tls, None, &p);
+        assert!(peer.tls());
+        // Pingora skips every check of the certificate without an SNI.
+        assert_eq!(peer.sni(), "127.0.0.1");
+        assert!(peer.verify_cert() && peer.verify_hostname());
+        assert!(pingora_connects(&p, &tls));
+        assert!(!pingora_connects(&p, &clear));
+        assert!(!super::peer(&clear, None, &p).tls());
+    }
+
+    #[test]
+    fn h2c_asks_pingora_for_http2_only_with_many_streams() {
+        let p =
+            pool("pools:\n  p:\n    protocol: h2c\n    servers: [{addr: \"127.0.0.1:8080\"}]\n");
+        let s = Server::new(&p.servers[0]);
+        let peer = peer(&s, None, &p);
+        let o = peer.get_peer_options().unwrap();
+        assert_eq!(o.alpn.get_min_http_version(), 2);
+        assert_eq!(o.max_h2_streams, H2_STREAMS_PER_CONNECTION);
+        assert!(!peer.tls() && pingora_connects(&p, &s));
+    }
 
     #[test]
     fn the_host_of_an_address_as_written() {
