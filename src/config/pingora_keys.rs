@@ -80,8 +80,8 @@ pub const REJECTED: &[(&str, &str)] = &[
     ),
     (
         "ca_file",
-        "has no effect: TLS; fulcrum's upstream connections are plain TCP \
-         (src/net/upstream/connector.rs) and its Pingora is built without TLS",
+        "is not how fulcrum trusts servers: a pool's tls.ca names its CA \
+         (health checks use the same), the system's CAs otherwise",
     ),
     (
         "s2n_config_cache_size",
@@ -89,18 +89,18 @@ pub const REJECTED: &[(&str, &str)] = &[
     ),
     (
         "upstream_debug_ssl_keylog",
-        "has no effect: TLS; fulcrum's upstream connections are plain TCP \
-         (src/net/upstream/connector.rs) and its Pingora is built without TLS",
+        "would write TLS session keys to SSLKEYLOGFILE for every pool: a \
+         debugging aid fulcrum does not offer in a running instance",
     ),
     (
         "downstream_tls_offload_threadpools",
-        "has no effect: TLS; fulcrum listens on plain TCP with its own accept loops \
-         (src/net/downstream/listener.rs)",
+        "has no effect: fulcrum's own accept loops do client TLS handshakes on \
+         the worker threads (src/net/downstream/handshake.rs)",
     ),
     (
         "downstream_tls_offload_thread_per_pool",
-        "has no effect: TLS; fulcrum listens on plain TCP with its own accept loops \
-         (src/net/downstream/listener.rs)",
+        "has no effect: fulcrum's own accept loops do client TLS handshakes on \
+         the worker threads (src/net/downstream/handshake.rs)",
     ),
     (
         "runtime_enable_alt_timer",

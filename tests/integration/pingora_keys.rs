@@ -58,7 +58,7 @@ fn pingora_keys_with_no_effect_or_that_break_fulcrum_are_rejected_with_the_reaso
         ),
         (
             "downstream_tls_offload_threadpools: 2",
-            "downstream_tls_offload_threadpools: has no effect: TLS; fulcrum listens on plain TCP",
+            "downstream_tls_offload_threadpools: has no effect: fulcrum's own accept loops do client TLS handshakes",
         ),
         (
             "upstream_debug_ssl_keylog: true",
