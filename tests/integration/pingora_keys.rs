@@ -51,7 +51,7 @@ fn pingora_keys_with_no_effect_or_that_break_fulcrum_are_rejected_with_the_reaso
             "client_bind_to_ipv4: has no effect: fulcrum opens upstream connections with its \
              own connector",
         ),
-        ("ca_file: /etc/ssl/ca.pem", "ca_file: has no effect: TLS"),
+        ("ca_file: /etc/ssl/ca.pem", "ca_file: is not how fulcrum trusts servers: a pool's tls.ca"),
         (
             "s2n_config_cache_size: 10",
             "s2n_config_cache_size: has no effect: TLS (s2n)",
@@ -62,7 +62,7 @@ fn pingora_keys_with_no_effect_or_that_break_fulcrum_are_rejected_with_the_reaso
         ),
         (
             "upstream_debug_ssl_keylog: true",
-            "upstream_debug_ssl_keylog: has no effect: TLS",
+            "upstream_debug_ssl_keylog: would write TLS session keys",
         ),
         (
             "runtime_enable_alt_timer: true",
