@@ -55,9 +55,19 @@ pub struct RawPool {
     pub read_timeout: Option<String>,
     pub write_timeout: Option<String>,
     pub host_header: Option<String>,
+    pub slow_start: Option<String>,
+    pub queue: Option<RawQueue>,
     pub retry: Option<RawRetry>,
     pub health_check: Option<RawHealthCheck>,
     pub servers: Option<Vec<Value>>,
+}
+
+/// `queue:` inside a pool.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawQueue {
+    pub size: Option<u32>,
+    pub timeout: Option<String>,
 }
 
 /// `retry:` inside a pool.
@@ -95,6 +105,7 @@ pub struct RawServer {
     pub max_conns: Option<u32>,
     pub backup: Option<bool>,
     pub down: Option<bool>,
+    pub slow_start: Option<String>,
 }
 
 /// One entry of `routes:`.

@@ -1,10 +1,12 @@
 //! Client side: the listening sockets and accept loops (`listener`), and
 //! each client connection's HTTP/1 loop (`connection`): keepalive,
 //! pipelining, `max_connections`; its stream with the header deadline
-//! (`deadline`) and its write buffer (`out_buf`). `HeaderDeadline` is
+//! (`deadline`) and its write buffer (`out_buf`); whether the client of a
+//! request not yet proxied went away (`gone`). `HeaderDeadline` is
 //! public for the Pingora contract tests; the rest is the crate's.
 
 pub mod connection;
 pub mod deadline;
+pub(crate) mod gone;
 pub(crate) mod listener;
 mod out_buf;

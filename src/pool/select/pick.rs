@@ -6,6 +6,7 @@
 use super::ewma::Ewma;
 use super::least_conn::LeastConn;
 use super::p2c::P2c;
+use super::rng::Rng;
 use super::{Balanced, Metric};
 use crate::config::Selection;
 use crate::pool::Server;
@@ -40,10 +41,21 @@ where
         [false, true].into_iter().find_map(|backups| {
             self.select_with(b"", max, |b, _| {
                 let s = server_of(b);
-                s.is_backup() == backups && accept(s)
+                s.is_backup() == backups && accept(s) && warm_enough(s)
             })
         })
     }
+}
+
+/// Slow start for Pingora's weighted selections, whose weights are fixed
+/// when the pool is built: a warming server offered by them is taken with
+/// the probability of its share of its weight, else the next one is asked.
+fn warm_enough(s: &Server) -> bool {
+    if !s.maybe_warming() {
+        return true;
+    }
+    let permille = s.warmth(crate::clock::now_ms());
+    permille >= 1000 || (Rng::new(Rng::seed()).below(1000) as u64) < permille
 }
 
 /// The selection `selection` over `backends`, ready to use.
