@@ -144,4 +144,64 @@ mod tests {
         assert_eq!(s.permille(22_500), 1000);
         assert!(!s.maybe_warming());
     }
+
+    /// Whether `s` is ramping up now.
+    fn warming(s: &crate::pool::Server) -> bool {
+        s.warmth(crate::clock::now_ms()) < FULL_PERMILLE
+    }
+
+    #[test]
+    fn what_makes_a_server_warm_up_and_what_does_not() {
+        use crate::runtime::Runtime;
+        let doc = |second: &str| {
+            let text = format!(
+                "pools:\n  p:\n    slow_start: 10s\n    servers:\n      - {{addr: \"127.0.0.1:1\"}}\n      - {{addr: \"127.0.0.1:2\"{second}}}\n      - {{addr: \"127.0.0.1:3\", slow_start: 0s}}\n"
+            );
+            crate::config::from_str(&text, &|_| None).unwrap().config
+        };
+        // At process start (and so after an upgrade) nothing is new.
+        let rt = Runtime::build(doc(""), None, 1);
+        let [a, b, c] = [0, 1, 2].map(|i| std::sync::Arc::clone(&rt.pools[0].servers[i]));
+        assert!(!warming(&a) && !warming(&b) && !warming(&c));
+        assert_eq!(a.slow_start(), Duration::from_secs(10));
+        assert_eq!(
+            c.slow_start(),
+            Duration::ZERO,
+            "the server's own value wins"
+        );
+        // Health restored by active checks.
+        a.observe_check(false, Some("down".into()), 1, 1);
+        assert!(!warming(&a), "going out is not becoming usable");
+        a.observe_check(true, None, 1, 1);
+        assert!(warming(&a));
+        // Restored by passive health (a probe's success).
+        b.begin(crate::clock::now_ms()).unwrap().fail(true);
+        assert!(!warming(&b));
+        let mut probe = b.begin_last_resort().unwrap();
+        probe.succeed();
+        drop(probe);
+        assert!(warming(&b));
+        // Undrained; not with slow_start: 0.
+        c.set_drained(true);
+        c.set_drained(false);
+        assert!(!warming(&c));
+        let rt = Runtime::build(doc(""), None, 1);
+        let d = &rt.pools[0].servers[0];
+        d.set_drained(true);
+        assert!(!warming(d));
+        d.set_drained(false);
+        assert!(warming(d));
+        // A reload: a server it adds warms up, one it keeps does not; one
+        // marked up from `down` does.
+        let rt = Runtime::build(doc(", down: true"), None, 1);
+        let next = Runtime::build(doc(""), Some(&rt), 2);
+        let kept = &next.pools[0].servers;
+        assert!(std::sync::Arc::ptr_eq(&kept[0], &rt.pools[0].servers[0]));
+        assert!(!warming(&kept[0]) && warming(&kept[1]) && !warming(&kept[2]));
+        let text = "pools:\n  p:\n    slow_start: 10s\n    servers: [{addr: \"127.0.0.1:1\"}, {addr: \"127.0.0.1:9\"}]\n";
+        let added = crate::config::from_str(text, &|_| None).unwrap().config;
+        let next = Runtime::build(added, Some(&rt), 2);
+        assert!(!warming(&next.pools[0].servers[0]));
+        assert!(warming(&next.pools[0].servers[1]), "added by a reload");
+    }
 }

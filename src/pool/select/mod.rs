@@ -19,6 +19,8 @@ mod rng;
 #[cfg(test)]
 mod testing;
 mod ties;
+#[cfg(test)]
+mod warming;
 
 pub(super) use pick::{selector, server_of, Pick};
 

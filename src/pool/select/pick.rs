@@ -39,9 +39,20 @@ where
 {
     fn pick(&self, max: usize, accept: &dyn Fn(&Arc<Server>) -> bool) -> Option<Backend> {
         [false, true].into_iter().find_map(|backups| {
+            let tier = |s: &Arc<Server>| s.is_backup() == backups && accept(s);
             self.select_with(b"", max, |b, _| {
-                let s = server_of(b);
-                s.is_backup() == backups && accept(s) && warm_enough(s)
+                tier(server_of(b)) && warm_enough(server_of(b))
+            })
+            // Slow start only shapes the share: a tier whose only
+            // taker is warming still gets a server.
+            .or_else(|| {
+                let warming = self.backends().get_backend().iter().any(|b| {
+                    let s = server_of(b);
+                    s.maybe_warming() && tier(s)
+                });
+                warming
+                    .then(|| self.select_with(b"", max, |b, _| tier(server_of(b))))
+                    .flatten()
             })
         })
     }
