@@ -12,7 +12,14 @@ use std::time::Duration;
 
 const S: u64 = 1_000_000; // one second in µs
 
-/// Two servers of weight 1; the second has a 10 s slow start begun at 1 s.
+/// A time `secs` seconds after the ramp of [`two`] began, in µs. The base
+/// is after the servers were made (their latency estimates start then).
+fn at(secs: f64) -> u64 {
+    static BASE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *BASE.get_or_init(|| crate::clock::now_us() + 60 * S) + (secs * S as f64) as u64
+}
+
+/// Two servers of weight 1; the second has a 10 s slow start begun at `at(0.0)`.
 fn two<M: Metric>() -> (Arc<Balanced<M>>, Vec<Arc<Server>>) {
     let (set, servers) = backends(&[(1, 1, false), (2, 1, false)]);
     for s in &servers {
@@ -29,7 +36,7 @@ fn two<M: Metric>() -> (Arc<Balanced<M>>, Vec<Arc<Server>>) {
             slow_start: Duration::from_secs(10),
         });
     }
-    servers[1].warm_up(1000);
+    servers[1].warm_up(at(0.0) / 1000);
     (Arc::new(Balanced::<M>::build(&set)), servers)
 }
 
@@ -50,14 +57,14 @@ fn expected(f: f64) -> f64 {
 fn idle_ties_follow_the_ramp_in_least_conn_and_p2c() {
     // Each quarter of the window (elapsed 0, 2.5 s, 5 s, 7.5 s, 10 s).
     let points = [
-        (1.0, 0.1),
-        (3.5, 0.325),
-        (6.0, 0.55),
-        (8.5, 0.775),
-        (11.0, 1.0),
+        (0.0, 0.1),
+        (2.5, 0.325),
+        (5.0, 0.55),
+        (7.5, 0.775),
+        (10.0, 1.0),
     ];
     for (at_s, f) in points {
-        let now = (at_s * S as f64) as u64;
+        let now = at(at_s);
         let (sel, _s) = two::<LeastConn>();
         let got = idle_share(&sel, now, 2000);
         assert!(
@@ -72,10 +79,10 @@ fn idle_ties_follow_the_ramp_in_least_conn_and_p2c() {
     // the warming server is the dearer one until its ramp is over.
     let (sel, s) = two::<Ewma>();
     for s in &s {
-        s.load.latency.observe(1000.0, S);
+        s.load.latency.observe(1000.0, at(0.0));
     }
-    assert_eq!(idle_share(&sel, 6 * S, 100), 0.0);
-    assert!((idle_share(&sel, 11 * S, 100) - 0.5).abs() < 0.01);
+    assert_eq!(idle_share(&sel, at(5.0), 100), 0.0);
+    assert!((idle_share(&sel, at(10.0), 100) - 0.5).abs() < 0.01);
 }
 
 #[test]
