@@ -17,6 +17,7 @@ mod common;
 // Selection and routing.
 mod ewma;
 mod least_conn;
+mod queue;
 mod routing;
 mod upstream_pool;
 mod workers;
