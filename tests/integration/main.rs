@@ -19,6 +19,7 @@ mod ewma;
 mod least_conn;
 mod queue;
 mod routing;
+mod slow_start;
 mod upstream_pool;
 mod workers;
 
