@@ -337,8 +337,8 @@ fn waiters_are_served_in_arrival_order_across_worker_threads() {
     )
     .unwrap();
     assert!(wait_until(Duration::from_secs(5), || f.total_in_flight() == 1));
-    for i in 1..9 {
-        write!(conns[i], "GET /q/{i} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    for (i, c) in conns.iter_mut().enumerate().skip(1) {
+        write!(c, "GET /q/{i} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
         wait_queued(&f, i as u64);
     }
     for c in conns {
@@ -355,4 +355,30 @@ fn waiters_are_served_in_arrival_order_across_worker_threads() {
         .chain((1..9).map(|i| format!("/q/{i}")))
         .collect();
     assert_eq!(order, expected);
+}
+
+#[test]
+fn a_request_pipelined_behind_a_queued_one_is_answered_after_it() {
+    let b = Backends::start(&["a"], &[]);
+    let f = Fulcrum::start(&conf(&[b.addr("a")], 1, Some("{size: 10, timeout: 20s}")));
+    let hold = send(f.addr, "GET /hold?delay_ms=800 HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(wait_until(Duration::from_secs(5), || f.total_in_flight() == 1));
+    let mut client = send(f.addr, "GET /first HTTP/1.1\r\nHost: x\r\n\r\n");
+    wait_queued(&f, 1);
+    // The next request arrives while the first waits: the watch for a
+    // client gone reads its first byte, which must reach its session.
+    write!(client, "GET /second HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(
+        queue_length(&f),
+        1,
+        "bytes of a next request are not a client gone"
+    );
+    let mut reader = BufReader::new(client);
+    for path in ["/first", "/second"] {
+        let r = read_response(&mut reader, false).unwrap();
+        assert_eq!(r.status, 200, "{path}: {}", r.body);
+        assert_eq!(r.json()["path"], path);
+    }
+    assert_eq!(answer(hold).status, 200);
 }
