@@ -214,6 +214,9 @@ fn a_full_queue_answers_503_naming_the_pool_and_the_reason() {
         "not refused at once"
     );
     let metrics = f.get("/nginx-status/metrics").body;
+    let families = prom::parse(&metrics).unwrap_or_else(|e| panic!("{e}\n{metrics}"));
+    families.family("fulcrum_pool_queue_wait_seconds", "histogram");
+    families.family("fulcrum_pool_queue_left_total", "counter");
     for line in [
         "fulcrum_pool_queue_length{pool=\"svc\"} 2",
         "fulcrum_pool_queue_size{pool=\"svc\"} 2",

@@ -225,7 +225,12 @@ fn warming_shows_in_json_metrics_and_ui_and_not_after_a_start() {
     let body = |servers: &[(SocketAddr, &str)]| {
         format!(
             "access_log: off\n{}",
-            pool_with("svc", "/", servers, "slow_start: 60s\n")
+            pool_with(
+                "svc",
+                "/",
+                servers,
+                "slow_start: 60s\nqueue: {size: 10, timeout: 5s}\n",
+            )
         )
     };
     let f = Fulcrum::start(&body(&[(a, "")]));
@@ -275,4 +280,30 @@ fn warming_shows_in_json_metrics_and_ui_and_not_after_a_start() {
         .unwrap();
     assert!(row.contains("class=\"tag warming\""), "{row}");
     assert!(row.contains("% of its weight\">warming "), "{row}");
+    // The page's own renderer, after it polled /json, shows the same.
+    let mut br = crate::common::cdp::Browser::start();
+    br.goto(&format!("http://{}/nginx-status/ui", f.addr));
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            br.eval("parseInt(document.body.dataset.polls, 10)")
+                .as_i64()
+                .unwrap_or(0)
+                >= 1
+        }),
+        "the page never applied a poll of /json"
+    );
+    let seen: serde_json::Value = serde_json::from_str(
+        br.eval(&format!(
+            "JSON.stringify({{tag: (document.querySelector('tr.srv[data-resolved=\"{b}\"] .tag.warming') || {{}}).textContent || null, \
+             tags: document.querySelectorAll('.tag.warming').length, \
+             queue: (document.querySelector('section.pool h2 .queue') || {{}}).textContent || null}})"
+        ))
+        .as_str()
+        .unwrap(),
+    )
+    .unwrap();
+    let tag = seen["tag"].as_str().unwrap_or_default();
+    assert!(tag.starts_with("warming ") && tag.ends_with('%'), "{seen}");
+    assert_eq!(seen["tags"], 1, "only b warms: {seen}");
+    assert_eq!(seen["queue"], "queue 0 / 10", "{seen}");
 }
