@@ -1,7 +1,8 @@
 //! One upstream server's shared state, composed of parts that change for
 //! different reasons: its settings from the config, passive health
 //! (`passive.rs`), active health (`active.rs`), drain (`drain.rs`), load
-//! (`load.rs`), slow start (`slow_start.rs`) and counters (`stats.rs`). Everything is atomic so that all
+//! (`load.rs`), slow start (`slow_start.rs`) and counters (`stats.rs`).
+//! Everything is atomic so that all
 //! worker threads see the same numbers without a lock on the request path;
 //! this object outlives selector rebuilds and reloads (it is found again by
 //! pool name and address).
