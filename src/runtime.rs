@@ -37,10 +37,26 @@ impl Runtime {
     /// name and address) keep their counters and health state.
     pub(crate) fn build(config: Config, previous: Option<&Runtime>, generation: u64) -> Runtime {
         let registry: ServerRegistry = previous.map(Runtime::servers).unwrap_or_default();
+        let now = crate::clock::now_ms();
         let pools: Vec<Arc<Pool>> = config
             .pools
             .iter()
-            .map(|pc| Arc::new(Pool::new(pc.clone(), &registry)))
+            .map(|pc| {
+                let mut pool = Pool::new(pc.clone(), &registry);
+                if let Some(prev) = previous {
+                    // A server a reload adds becomes usable: it warms up
+                    // (not at start: those servers were serving before).
+                    for s in &pool.servers {
+                        if !registry.contains_key(&(pc.name.clone(), s.addr)) {
+                            s.warm_up(now);
+                        }
+                    }
+                    if let Some(old) = prev.pool(&pc.name) {
+                        pool.keep_queue_of(old);
+                    }
+                }
+                Arc::new(pool)
+            })
             .collect();
         let router_of = |routes: &[crate::config::RouteConfig]| {
             Router::new(

@@ -118,7 +118,8 @@ fn version(v: http::Version) -> &'static str {
 /// nginx `combined` with the upstream fields appended:
 ///
 /// `$remote_addr - - [$time_local] "$request" $status $body_bytes_sent "$http_referer" "$http_user_agent"`
-/// ` pool=P upstream="a:1, b:2" upstream_status="502, 200" upstream_response_time="0.001, 0.002" request_time=0.004 request_id=ID`
+/// ` pool=P upstream="a:1, b:2" upstream_status="502, 200" upstream_response_time="0.001, 0.002" request_time=0.004 request_id=ID`,
+/// with ` queue_time=0.120` before `request_time` for a request that queued.
 pub(crate) fn format_combined(r: &Record, line: &mut String) {
     let client = r.client.map_or("-".to_string(), |c| c.to_string());
     let _ = write!(line, "{client} - - [{}] \"", time_local(r.at));
@@ -138,12 +139,19 @@ pub(crate) fn format_combined(r: &Record, line: &mut String) {
             r.attempts.iter().map(f).collect::<Vec<_>>().join(", ")
         }
     };
-    let _ = writeln!(
+    let _ = write!(
         line,
-        " upstream=\"{}\" upstream_status=\"{}\" upstream_response_time=\"{}\" request_time={:.3} request_id={}",
+        " upstream=\"{}\" upstream_status=\"{}\" upstream_response_time=\"{}\"",
         list(&|a| a.addr.to_string()),
         list(&|a| a.status.to_string()),
         list(&|a| format!("{:.3}", a.time.as_secs_f64())),
+    );
+    if let Some(q) = r.queue_time {
+        let _ = write!(line, " queue_time={:.3}", q.as_secs_f64());
+    }
+    let _ = writeln!(
+        line,
+        " request_time={:.3} request_id={}",
         r.total.as_secs_f64(),
         r.request_id().unwrap_or("-"),
     );
@@ -179,6 +187,7 @@ pub(crate) fn format_json(r: &Record, line: &mut String) {
         "http_user_agent": r.user_agent,
         "pool": r.pool.as_deref(),
         "upstreams": upstreams,
+        "queue_time": r.queue_time.map(secs),
         "request_time": secs(r.total),
         "request_id": r.request_id(),
     });
@@ -218,6 +227,7 @@ pub(super) mod tests {
                 },
             ],
             total: Duration::from_millis(4),
+            queue_time: None,
             request_id: http::HeaderValue::from_static("abc"),
         }
     }
@@ -263,5 +273,28 @@ pub(super) mod tests {
         assert_eq!(v["upstreams"][0]["status"], 502);
         assert_eq!(v["upstreams"][1]["response_time"], 0.002);
         assert_eq!(v["request_time"], 0.004);
+        assert!(v["queue_time"].is_null());
+    }
+
+    #[test]
+    fn a_request_that_queued_says_how_long_in_every_format() {
+        let mut r = record();
+        r.queue_time = Some(Duration::from_millis(120));
+        let mut line = String::new();
+        super::super::format_line(&r, &mut line);
+        assert!(
+            line.contains(" upstream_time=0.001, 0.002 queue_time=0.120 total=0.004 "),
+            "{line}"
+        );
+        line.clear();
+        format_combined(&r, &mut line);
+        assert!(
+            line.contains("\" queue_time=0.120 request_time=0.004 "),
+            "{line}"
+        );
+        line.clear();
+        format_json(&r, &mut line);
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["queue_time"], 0.12);
     }
 }

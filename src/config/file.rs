@@ -56,6 +56,8 @@ pub struct RawPool {
     pub read_timeout: Option<String>,
     pub write_timeout: Option<String>,
     pub host_header: Option<String>,
+    pub slow_start: Option<String>,
+    pub queue: Option<RawQueue>,
     pub retry: Option<RawRetry>,
     pub health_check: Option<RawHealthCheck>,
     pub tls: Option<RawUpstreamTls>,
@@ -103,6 +105,14 @@ pub struct RawCertificate {
     pub names: Option<Vec<String>>,
 }
 
+/// `queue:` inside a pool.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawQueue {
+    pub size: Option<u32>,
+    pub timeout: Option<String>,
+}
+
 /// `retry:` inside a pool.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -139,6 +149,7 @@ pub struct RawServer {
     pub backup: Option<bool>,
     pub down: Option<bool>,
     pub tls: Option<bool>,
+    pub slow_start: Option<String>,
 }
 
 /// One entry of `routes:`.

@@ -235,6 +235,9 @@ pub struct PoolConfig {
     pub tls: Option<tls::UpstreamTls>,
     /// HTTP version spoken to the servers.
     pub protocol: UpstreamProtocol,
+    /// Where requests wait when every usable server is at `max_conns`;
+    /// `None`: they are answered 503 at once.
+    pub queue: Option<QueueConfig>,
     /// Servers, in file order.
     pub servers: Vec<ServerConfig>,
 }
@@ -260,6 +263,9 @@ pub struct ServerConfig {
     pub down: bool,
     /// Reached with the pool's `tls` (if it has one); `false`: in clear.
     pub tls: bool,
+    /// How long a server that becomes usable takes to ramp up to its full
+    /// weight; zero: at once.
+    pub slow_start: Duration,
 }
 
 /// `protocol:` of a pool.
@@ -284,6 +290,24 @@ impl UpstreamProtocol {
         }
     }
 }
+
+/// Longest `slow_start` accepted: a longer ramp is almost surely a typo
+/// (`30m` for `30s`), and would keep a restored server underused for hours.
+pub const MAX_SLOW_START: Duration = Duration::from_secs(3600);
+
+/// `queue:` of a pool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueConfig {
+    /// Requests that may wait at once; one more is answered 503.
+    pub size: usize,
+    /// Longest wait; then 503.
+    pub timeout: Duration,
+}
+
+/// Largest `queue.size` accepted.
+pub const MAX_QUEUE_SIZE: usize = 1_000_000;
+/// Default `queue.timeout`, nginx's (`queue ... timeout=60s`).
+pub const DEFAULT_QUEUE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Which outcomes count as a failure that may be retried (nginx `proxy_next_upstream`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

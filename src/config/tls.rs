@@ -327,10 +327,10 @@ impl Leaf {
                         let ip = match b.len() {
                             4 => <[u8; 4]>::try_from(*b)
                                 .ok()
-                                .map(|a| std::net::IpAddr::from(a)),
+                                .map(std::net::IpAddr::from),
                             16 => <[u8; 16]>::try_from(*b)
                                 .ok()
-                                .map(|a| std::net::IpAddr::from(a)),
+                                .map(std::net::IpAddr::from),
                             _ => None,
                         };
                         names.extend(ip.map(|ip| ip.to_string()));

@@ -9,7 +9,7 @@
 
 use crate::config::{CheckKind, HealthCheckConfig, PoolConfig, UpstreamProtocol};
 use crate::net::upstream::peer;
-use crate::pool::Server;
+use crate::pool::{Pool, Server};
 use crate::runtime::SharedRuntime;
 use async_trait::async_trait;
 use pingora::connectors::http::Connector;
@@ -65,9 +65,8 @@ impl BackgroundService for HealthChecker {
                     .filter(|s| !s.is_down())
                     .cloned()
                     .collect();
-                let pool_name = name.clone();
-                let how = Arc::new(Via::of(&pool.config));
-                running.insert(name, tokio::spawn(check_round(pool_name, servers, hc, how)));
+                let round = check_round(Arc::clone(pool), servers, hc);
+                running.insert(name, tokio::spawn(round));
             }
             running.retain(|_, h| !h.is_finished());
             tokio::select! {
@@ -84,12 +83,8 @@ impl BackgroundService for HealthChecker {
 }
 
 /// Checks all servers of one pool concurrently and applies the results.
-async fn check_round(
-    pool: String,
-    servers: Vec<Arc<Server>>,
-    hc: HealthCheckConfig,
-    how: Arc<Via>,
-) {
+async fn check_round(pool: Arc<Pool>, servers: Vec<Arc<Server>>, hc: HealthCheckConfig) {
+    let how = Arc::new(Via::of(&pool.config));
     let mut set = tokio::task::JoinSet::new();
     for s in servers {
         let (hc, how) = (hc.clone(), Arc::clone(&how));
@@ -110,13 +105,17 @@ async fn check_round(
         if let Some(healthy) = server.observe_check(ok, err, hc.rise, hc.fall) {
             if healthy {
                 log::warn!(
-                    "pool {pool}: server {} is healthy again ({} consecutive successful checks)",
+                    "pool {}: server {} is healthy again ({} consecutive successful checks)",
+                    pool.name(),
                     server.name,
                     hc.rise
                 );
+                // Requests queued while it was out may take it now.
+                pool.wake_queue();
             } else {
                 log::warn!(
-                    "pool {pool}: server {} is unhealthy ({} consecutive failed checks; last: {})",
+                    "pool {}: server {} is unhealthy ({} consecutive failed checks; last: {})",
+                    pool.name(),
                     server.name,
                     hc.fall,
                     reason.as_deref().unwrap_or("?")

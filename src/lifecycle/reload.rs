@@ -213,6 +213,10 @@ fn apply(shared: &SharedRuntime, loaded: Loaded) -> Summary {
         }
     }
     shared.store(Arc::clone(&next));
+    // Servers added, raised max_conns, a longer queue: room for waiters.
+    for pool in &next.pools {
+        pool.wake_queue();
+    }
     for (key, server) in &before {
         if !after.contains_key(key) {
             server.set_removed();

@@ -216,6 +216,22 @@
 //!     `src/protocols/http/v2/client.rs`, `sanitize_request_header`.
 //!     Tests: tests/integration/upstream_tls.rs (Host as sent),
 //!     tests/integration/grpc.rs.
+//!
+//! ## The queue
+//!
+//! 28. While a request waits in its pool's queue (before Pingora proxies
+//!     it), `downstream::gone` watches its client: when the body is done,
+//!     with `read_body_or_idle(true)`, which fails on a close or reset and,
+//!     pipelining on, stashes a next request's first byte for the next
+//!     session and stays pending (so the proxy's own later idle reads do
+//!     not read again); else by polling the socket for `POLLRDHUP`, found
+//!     through the stream's `UniqueID`, which is its file descriptor
+//!     (`ClientSocket`, and Pingora's own `Stream` with `work_stealing`).
+//!     Pingora: `src/protocols/http/v1/server.rs`, `read_body_or_idle`;
+//!     `src/protocols/l4/stream.rs`, `UniqueID for Stream`. Not in-process:
+//!     tests/integration/queue.rs
+//!     (`a_client_that_disconnects_leaves_the_queue_at_once`, both ways;
+//!     `a_request_pipelined_behind_a_queued_one_is_answered_after_it`).
 
 pub mod downstream;
 pub mod upstream;

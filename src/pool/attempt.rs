@@ -4,18 +4,33 @@
 //! client aborts, panics). Starting one (`Server::begin`) is here too, so
 //! that `server.rs` does not depend on its attempts.
 
+use super::queue::Queue;
 use super::server::Server;
 use super::stats::FailureKind;
-use crate::clock::now_us;
+use crate::clock::{now_ms, now_us};
 use std::sync::Arc;
 use std::time::Duration;
 
 impl Server {
     /// Starts an attempt on this server. For a server whose fail period is
     /// over, only the first caller gets the single probe; others get `None`.
+    /// So does a caller that finds the server at `max_conns`.
     pub(crate) fn begin(self: &Arc<Self>, now: u64) -> Option<InFlight> {
         let probe = self.passive.admit(now)?;
+        self.take_slot(probe)?;
         Some(InFlight::start(self, probe))
+    }
+
+    /// Takes an in-flight slot under `max_conns`; without one, a probe
+    /// taken for the attempt is handed back.
+    fn take_slot(&self, probe: bool) -> Option<()> {
+        if self.load.try_start(self.max_conns()) {
+            return Some(());
+        }
+        if probe {
+            self.passive.return_probe();
+        }
+        None
     }
 
     /// Starts a last-resort attempt on a server excluded only by passive
@@ -24,9 +39,11 @@ impl Server {
     /// requests still get their 502 at once. Its success restores the
     /// server, its failure restarts the fail period.
     pub(crate) fn begin_last_resort(self: &Arc<Self>) -> Option<InFlight> {
-        self.passive
-            .take_probe()
-            .then(|| InFlight::start(self, true))
+        if !self.passive.take_probe() {
+            return None;
+        }
+        self.take_slot(true)?;
+        Some(InFlight::start(self, true))
     }
 }
 
@@ -41,12 +58,15 @@ pub struct InFlight {
     started_us: u64,
     /// Whether a latency sample was taken (response header seen).
     sampled: bool,
+    /// The queue of the pool that chose the server, told when the slot
+    /// frees (only pools with a `queue`).
+    pub(super) queue: Option<Arc<Queue>>,
 }
 
 impl InFlight {
-    /// Starts an attempt that passive health has let through.
+    /// Starts an attempt that passive health has let through, on the slot
+    /// taken for it.
     fn start(server: &Arc<Server>, probe: bool) -> InFlight {
-        server.load.start();
         server.stats.count_attempt();
         InFlight {
             server: Arc::clone(server),
@@ -54,6 +74,7 @@ impl InFlight {
             settled: false,
             started_us: now_us(),
             sampled: false,
+            queue: None,
         }
     }
 
@@ -95,13 +116,17 @@ impl InFlight {
         self.fail(passive);
     }
 
-    /// The attempt succeeded.
+    /// The attempt succeeded. A probe's success restores the server, which
+    /// then warms up.
     pub fn succeed(&mut self) {
         if !self.settled {
             self.settled = true;
             self.server
                 .passive
                 .record_success(&self.server.name, self.probe);
+            if self.probe {
+                self.server.warm_up(now_ms());
+            }
         }
     }
 }
@@ -116,6 +141,10 @@ impl Drop for InFlight {
         load.end(self.sampled);
         if self.probe && !self.settled {
             self.server.passive.return_probe();
+        }
+        // Last: the slot (and a returned probe) is there for whom it wakes.
+        if let Some(queue) = self.queue.take() {
+            queue.slot_freed();
         }
     }
 }

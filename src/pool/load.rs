@@ -38,10 +38,24 @@ impl Load {
         self.awaiting.load(Relaxed)
     }
 
-    /// An attempt starts: in flight, and waiting for its header.
-    pub(super) fn start(&self) {
-        self.in_flight.fetch_add(1, Relaxed);
+    /// An attempt starts if the server has room under `max_conns` (0: no
+    /// limit): in flight, and waiting for its header. The check and the
+    /// count are one atomic step, so that threads racing for a server's
+    /// last slot cannot both take it.
+    pub(super) fn try_start(&self, max_conns: u32) -> bool {
+        if max_conns == 0 {
+            self.in_flight.fetch_add(1, Relaxed);
+        } else if self
+            .in_flight
+            .fetch_update(Relaxed, Relaxed, |n| {
+                (n < max_conns as usize).then_some(n + 1)
+            })
+            .is_err()
+        {
+            return false;
+        }
         self.awaiting.fetch_add(1, Relaxed);
+        true
     }
 
     /// An attempt's response header arrived after `us` µs. A probe's answer

@@ -4,11 +4,12 @@
 //! - `server.rs`: one server, composed of `passive.rs` (max_fails /
 //!   fail_timeout), `active.rs` (rise/fall verdict of `lifecycle/health_check.rs`),
 //!   `drain.rs`, `load.rs` (in flight, waiting, `latency.rs`) and
-//!   `stats.rs` (counters)
+//!   `stats.rs` (counters), `slow_start.rs` (the ramp after it becomes usable)
 //! - `attempt.rs`: the guard of one attempt, through which all of those
 //!   learn how it went
 //! - `select/`: choosing a server (least_conn, p2c, ewma over one driver;
 //!   Pingora's round_robin and random)
+//! - `queue.rs`: where requests wait while every server is at `max_conns`
 
 mod active;
 mod attempt;
@@ -16,13 +17,16 @@ mod drain;
 mod latency;
 mod load;
 mod passive;
+mod queue;
 mod select;
 mod server;
+mod slow_start;
 mod stats;
 
 pub(crate) use crate::clock::now_ms;
 pub use attempt::InFlight;
 pub(crate) use passive::Usability;
+pub use queue::{Choice, Exit as QueueExit, Queue, QueueReport, Refusal, Waiting};
 pub use server::Server;
 pub use stats::FailureKind;
 pub(crate) use stats::{status_class, HISTORY_LEN, STATUS_CLASSES};
@@ -42,6 +46,8 @@ pub struct Pool {
     /// Servers in config order, shared with in-flight requests.
     pub servers: Vec<Arc<Server>>,
     selector: Box<dyn Pick>,
+    /// Where requests wait while every server is at `max_conns`.
+    queue: Option<Arc<Queue>>,
 }
 
 /// Shared server state by (pool, address), carried across reloads.
@@ -77,6 +83,7 @@ impl Pool {
         Pool {
             name: config.name.as_str().into(),
             selector: select::selector(config.selection, set),
+            queue: config.queue.as_ref().map(|q| Arc::new(Queue::new(q))),
             config,
             servers,
         }
@@ -111,16 +118,19 @@ impl Pool {
     /// seconds ago may well be back, and trying costs little compared with
     /// failing the request.
     pub fn select(&self, tried: &[SocketAddr]) -> Option<InFlight> {
-        self.select_usable(tried).or_else(|| {
+        let mut attempt = self.select_usable(tried).or_else(|| {
             self.servers
                 .iter()
                 .filter(|s| !tried.contains(&s.addr) && s.only_passively_failed())
                 .find_map(|s| s.begin_last_resort())
-        })
+        })?;
+        self.attach_queue(&mut attempt);
+        Some(attempt)
     }
 
     fn select_usable(&self, tried: &[SocketAddr]) -> Option<InFlight> {
-        // A probe may be lost to a concurrent request; then look again.
+        // A probe or a server's last slot may be lost to a concurrent
+        // request; then look again.
         for _ in 0..self.servers.len() + 1 {
             let now = now_ms();
             let accept = |s: &Arc<Server>| {

@@ -1,7 +1,8 @@
 //! One upstream server's shared state, composed of parts that change for
 //! different reasons: its settings from the config, passive health
 //! (`passive.rs`), active health (`active.rs`), drain (`drain.rs`), load
-//! (`load.rs`) and counters (`stats.rs`). Everything is atomic so that all
+//! (`load.rs`), slow start (`slow_start.rs`) and counters (`stats.rs`).
+//! Everything is atomic so that all
 //! worker threads see the same numbers without a lock on the request path;
 //! this object outlives selector rebuilds and reloads (it is found again by
 //! pool name and address).
@@ -10,6 +11,7 @@ use super::active::{Active, ActiveReport};
 use super::drain::Drain;
 use super::load::Load;
 use super::passive::{Passive, Usability};
+use super::slow_start::SlowStart;
 use super::stats::{FailureKind, Stats};
 use crate::clock::{now_ms, now_us};
 use crate::config::ServerConfig;
@@ -34,6 +36,7 @@ pub struct Server {
     active: Active,
     drain: Drain,
     pub(super) load: Load,
+    slow_start: SlowStart,
     /// Smooth weighted round-robin credit of the selections' tie-break
     /// (`select/ties.rs`); here so that it survives selector rebuilds.
     pub(super) tie_credit: AtomicI64,
@@ -56,6 +59,7 @@ impl Server {
             active: Active::new(),
             drain: Drain::default(),
             load: Load::new(now_us()),
+            slow_start: SlowStart::new(),
             tie_credit: AtomicI64::new(0),
             stats: Stats::new(),
         };
@@ -69,8 +73,12 @@ impl Server {
         self.passive.configure(cfg.max_fails, cfg.fail_timeout);
         self.max_conns.store(cfg.max_conns, Relaxed);
         self.backup.store(cfg.backup, Relaxed);
-        self.down.store(cfg.down, Relaxed);
         self.clear.store(!cfg.tls, Relaxed);
+        self.slow_start.configure(cfg.slow_start);
+        if self.down.swap(cfg.down, Relaxed) && !cfg.down {
+            // Marked up by a reload: it becomes usable.
+            self.warm_up(now_ms());
+        }
         self.drain.set_removed(false);
     }
 
@@ -116,9 +124,45 @@ impl Server {
     pub(crate) fn is_drained(&self) -> bool {
         self.drain.is_drained()
     }
-    /// Sets or clears the operator drain.
+    /// Sets or clears the operator drain; an undrained server warms up.
     pub(crate) fn set_drained(&self, on: bool) {
+        let was = self.drain.is_drained();
         self.drain.set_drained(on);
+        if was && !on {
+            self.warm_up(now_ms());
+        }
+    }
+
+    /// The server became usable at `now` (health restored, added by a
+    /// reload, undrained, no longer `down`): its slow start begins, if it
+    /// has one.
+    pub(crate) fn warm_up(&self, now: u64) {
+        self.slow_start.begin(now);
+    }
+
+    /// The weight the selections weigh at `now`, in thousandths of a
+    /// weight unit: `weight × 1000`, less while slow start ramps it up.
+    /// Every server is scaled alike, so comparisons are unchanged when
+    /// none is warming.
+    pub(crate) fn effective_weight(&self, now: u64) -> u64 {
+        self.weight() as u64 * self.warmth(now)
+    }
+
+    /// The share of its weight the server gets at `now`, in thousandths
+    /// (1000 unless slow start is ramping it up).
+    pub(crate) fn warmth(&self, now: u64) -> u64 {
+        self.slow_start.permille(now)
+    }
+
+    /// Whether slow start may be ramping the server up (one load; then
+    /// ask [`Self::warmth`]).
+    pub(crate) fn maybe_warming(&self) -> bool {
+        self.slow_start.maybe_warming()
+    }
+
+    /// `slow_start` from the config.
+    pub(crate) fn slow_start(&self) -> Duration {
+        self.slow_start.window()
     }
     /// Removed from its pool by a reload; it only finishes what it has.
     pub(crate) fn set_removed(&self) {
@@ -206,9 +250,12 @@ impl Server {
         rise: u32,
         fall: u32,
     ) -> Option<bool> {
-        // Back from unhealthy: its old latency says nothing any more.
-        self.active
-            .observe(ok, error, rise, fall, || self.load.latency.reset(now_us()))
+        // Back from unhealthy: its old latency says nothing any more, and
+        // it warms up.
+        self.active.observe(ok, error, rise, fall, || {
+            self.load.latency.reset(now_us());
+            self.warm_up(now_ms());
+        })
     }
 
     /// Snapshot of the active-check bookkeeping for status pages.
@@ -233,6 +280,7 @@ pub(super) mod tests {
             backup: false,
             down: false,
             tls: true,
+            slow_start: Duration::ZERO,
         })
     }
 

@@ -7,7 +7,7 @@
 use super::failure::{self, Stage};
 use crate::access_log::AttemptLog;
 use crate::net::upstream::connector::Lease;
-use crate::pool::{FailureKind, InFlight, Pool};
+use crate::pool::{Choice, FailureKind, InFlight, Pool, Refusal, Waiting};
 use crate::router::RouteStats;
 use crate::status::RequestGuard;
 use http::HeaderValue;
@@ -48,6 +48,18 @@ pub(crate) struct RequestCtx {
     pub(super) body_limit: u64,
     /// Counters of the matched route.
     pub(super) route_stats: Option<Arc<RouteStats>>,
+    /// How long the request waited in its pool's queue, if it queued.
+    pub(super) queue_time: Option<Duration>,
+    /// Why the queue gave it no server, if so.
+    pub(super) queue_refusal: Option<Refusal>,
+}
+
+/// Where the next attempt comes from.
+pub(super) enum Next {
+    /// A server, its attempt started.
+    Now(InFlight),
+    /// A place in the pool's queue, to wait in (`proxy/queued.rs`).
+    Wait(Waiting),
 }
 
 impl RequestCtx {
@@ -71,6 +83,8 @@ impl RequestCtx {
             body_bytes: 0,
             body_limit: 0,
             route_stats: None,
+            queue_time: None,
+            queue_refusal: None,
         }
     }
 
@@ -94,21 +108,41 @@ impl RequestCtx {
         self.pool.as_ref().is_some_and(|p| p.passive_enabled())
     }
 
-    /// Starts an attempt on a server of the routed pool not tried yet: its
-    /// in-flight slot, its log entry and the lease of the connection that
-    /// Pingora will use. Fails when no server can take it.
-    pub(super) fn begin_attempt(
-        &mut self,
-        idle_capacity: usize,
-    ) -> Result<(SocketAddr, Arc<Lease>)> {
+    /// A server of the routed pool not tried yet for the next attempt, or
+    /// a place in the pool's queue; fails when there is neither.
+    pub(super) fn choose(&mut self) -> Result<Next> {
         let pool = self.routed_pool();
         // Each attempt sends the body from its start.
         self.body_bytes = 0;
-        // An attempt that ended without a verdict cannot be reused.
+        // An attempt that ended without a verdict cannot be reused (and
+        // its slot is free for this pick).
         self.current = None;
-        let Some(attempt) = pool.select(&self.tried) else {
-            return Err(failure::no_server(&pool, !self.attempts.is_empty()));
-        };
+        match pool.choose(&self.tried) {
+            Choice::Server(attempt) => Ok(Next::Now(attempt)),
+            Choice::Queued(waiting) => Ok(Next::Wait(waiting)),
+            Choice::Refused(refusal) => Err(self.refused(&pool, refusal)),
+            Choice::NoServer => Err(failure::no_server(&pool, !self.attempts.is_empty())),
+        }
+    }
+
+    /// The error that ends a request the queue gave no server.
+    pub(super) fn refused(&mut self, pool: &Pool, refusal: Refusal) -> Box<Error> {
+        if refusal == Refusal::NoServer {
+            return failure::no_server(pool, false);
+        }
+        self.queue_refusal = Some(refusal);
+        failure::queue_refused(pool, refusal)
+    }
+
+    /// Starts `attempt`, the next attempt of the request: its in-flight
+    /// slot, its log entry and the lease of the connection that Pingora
+    /// will use.
+    pub(super) fn begin_attempt(
+        &mut self,
+        attempt: InFlight,
+        idle_capacity: usize,
+    ) -> (SocketAddr, Arc<Lease>) {
+        let pool = self.routed_pool();
         let addr = attempt.server().addr;
         if !self.tried.is_empty() {
             attempt.server().stats.count_retry();
@@ -127,7 +161,7 @@ impl RequestCtx {
         self.current = Some(attempt);
         self.attempt_start = Instant::now();
         self.lease = Some(Arc::clone(&lease));
-        Ok((addr, lease))
+        (addr, lease)
     }
 
     /// The connector opened a new connection for the attempt: its time.

@@ -5,7 +5,7 @@
 //! log's attempt status and the final 502/504.
 
 use crate::config::RetryOn;
-use crate::pool::{FailureKind, Pool};
+use crate::pool::{FailureKind, Pool, Refusal};
 use crate::proxy::limits;
 use pingora::{Error, ErrorSource, ErrorType};
 
@@ -93,6 +93,15 @@ pub(super) fn no_server(pool: &Pool, attempted: bool) -> Box<Error> {
     )
 }
 
+/// The error for a request the pool's queue refused (full) or let go
+/// (timeout): 503, naming the pool and the reason.
+pub(super) fn queue_refused(pool: &Pool, refusal: Refusal) -> Box<Error> {
+    Error::explain(
+        ErrorType::HTTPStatus(503),
+        format!("{} in pool {}", refusal.as_str(), pool.name()),
+    )
+}
+
 /// An error of the client's making: from the client side of the connection,
 /// or a 4xx fulcrum answers (framing, limits, path checks).
 pub(super) fn caused_by_client(e: &Error) -> bool {
@@ -117,9 +126,21 @@ pub(super) fn final_status(e: &Error, last: Option<FailureKind>) -> u16 {
     }
 }
 
-/// The body of that answer: naming the pool for 502, 503 and 504.
-pub(super) fn answer_text(code: u16, e: &Error, pool: Option<&Pool>, attempted: bool) -> String {
+/// The body of that answer: naming the pool for 502, 503 and 504, and for
+/// a 503 of the queue its reason (`queue`).
+pub(super) fn answer_text(
+    code: u16,
+    e: &Error,
+    pool: Option<&Pool>,
+    attempted: bool,
+    queue: Option<Refusal>,
+) -> String {
     match (pool, code) {
+        (Some(p), 503) if queue.is_some() => format!(
+            "503 Service Unavailable: {} in pool {}",
+            queue.map_or("", Refusal::as_str),
+            p.name()
+        ),
         (Some(p), 502) if !attempted => {
             format!("502 Bad Gateway: no live upstreams in pool {}", p.name())
         }

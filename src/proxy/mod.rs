@@ -2,7 +2,8 @@
 //! each delegating to the file of its concern.
 //!
 //! request_filter   answers /health and the status pages, routes, 404/400
-//! upstream_peer    picks the next server (least_conn etc.), or 502/503
+//! upstream_peer    picks the next server (least_conn etc.), waits in the
+//!                  pool's queue (queued.rs), or 502/503
 //! upstream_request_filter  forwarded headers, rewritten path (headers.rs)
 //! upstream_response_filter status-based failures and retries
 //! response_filter  X-Request-Id, Connection: close while shutting down
@@ -19,6 +20,7 @@ mod failure;
 mod headers;
 mod leaving;
 pub(crate) mod limits;
+mod queued;
 mod upstream_response;
 
 pub(crate) use leaving::Leaving;
@@ -33,7 +35,7 @@ use crate::status::respond::{respond, respond_text};
 use crate::status::{self, Counters, Reloads};
 use async_trait::async_trait;
 use bytes::Bytes;
-use context::RequestCtx;
+use context::{Next, RequestCtx};
 use failure::Stage;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
@@ -139,10 +141,14 @@ impl ProxyHttp for Fulcrum {
 
     async fn upstream_peer(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        let (_, lease) = ctx.begin_attempt(self.idle_capacity)?;
+        let attempt = match ctx.choose()? {
+            Next::Now(attempt) => attempt,
+            Next::Wait(waiting) => queued::wait(session, ctx, waiting).await?,
+        };
+        let (_, lease) = ctx.begin_attempt(attempt, self.idle_capacity);
         let pool = ctx.pool.as_deref().expect("an attempt has a pool");
         let attempt = ctx.current.as_ref().expect("an attempt was begun");
         let peer = peer::peer(attempt.server(), Some(&lease), &pool.config);
@@ -335,7 +341,13 @@ impl ProxyHttp for Fulcrum {
             // failed (502, 503, 504: it passes its own verdict to finish),
             // and fulcrum closes on a client error: say so in the answer.
             session.set_keepalive(None);
-            let text = failure::answer_text(code, e, ctx.pool.as_deref(), !ctx.attempts.is_empty());
+            let text = failure::answer_text(
+                code,
+                e,
+                ctx.pool.as_deref(),
+                !ctx.attempts.is_empty(),
+                ctx.queue_refusal,
+            );
             let _ = respond(
                 session,
                 code,
@@ -483,6 +495,7 @@ fn access_record(session: &Session, ctx: &mut RequestCtx, status: u16) -> Record
         pool: ctx.pool.as_ref().map(|p| p.name_arc()),
         attempts: std::mem::take(&mut ctx.attempts),
         total: ctx.start.elapsed(),
+        queue_time: ctx.queue_time,
         request_id: ctx.request_id.clone(),
     }
 }

@@ -96,6 +96,10 @@ pub async fn handle(
         return Ok(404);
     };
     server.set_drained(drain);
+    if !drain {
+        // Requests queued while it was drained may take it now.
+        pool.wake_queue();
+    }
     let who = peer.map_or("-".to_string(), |ip| ip.to_string());
     let verb = if drain { "drained" } else { "undrained" };
     log::warn!("server {pool_name}/{} {verb} by {who}", server.name);

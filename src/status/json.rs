@@ -3,7 +3,8 @@
 
 use super::counters::Snapshot;
 use super::{selection_name, server_state, ReloadStats};
-use crate::pool::{FailureKind, Pool, Server, STATUS_CLASSES};
+use crate::clock::now_ms;
+use crate::pool::{FailureKind, Pool, QueueExit, Server, STATUS_CLASSES};
 use crate::runtime::Runtime;
 use serde_json::{json, Map, Value};
 
@@ -89,6 +90,7 @@ fn server(p: &Pool, s: &Server) -> Value {
         "responses": classes(&s.stats.responses()),
         "retries": s.stats.retries(),
         "drained": s.is_drained(),
+        "slow_start": slow_start(s),
         "passive": {
             "failed": s.passive_failed(),
             "failed_for_ms": s.failed_for().map(|d| d.as_millis() as u64),
@@ -111,6 +113,46 @@ fn pool(p: &Pool) -> Value {
         "name": p.name(),
         "selection": selection_name(p),
         "usable": p.usable_count(),
+        "queue": queue(p),
         "servers": servers,
+    })
+}
+
+/// A server's slow start: its window, and while it ramps up, the share of
+/// its weight it gets now.
+fn slow_start(s: &Server) -> Value {
+    let percent = s.warmth(now_ms()) / 10;
+    json!({
+        "window_ms": s.slow_start().as_millis() as u64,
+        "warming": percent < 100,
+        "percent": percent,
+    })
+}
+
+/// A pool's queue (null without one): settings, what waits now, and how
+/// requests left it.
+fn queue(p: &Pool) -> Value {
+    let Some(q) = p.queue() else {
+        return Value::Null;
+    };
+    let r = q.report();
+    let exits: Map<String, Value> = QueueExit::ALL
+        .iter()
+        .zip(r.exits)
+        .map(|(e, n)| (e.as_str().to_string(), json!(n)))
+        .collect();
+    let m = q.wait_metric();
+    let h = m.get_histogram();
+    let count = h.get_sample_count();
+    json!({
+        "size": r.size,
+        "timeout_ms": r.timeout.as_millis() as u64,
+        "length": r.length,
+        "oldest_wait_ms": r.oldest_wait.map(|d| d.as_millis() as u64),
+        "queued": r.joined,
+        "full": r.full,
+        "left": exits,
+        "average_wait_ms": (count > 0)
+            .then(|| round2(h.get_sample_sum() * 1000.0 / count as f64)),
     })
 }

@@ -9,7 +9,8 @@
 
 use super::counters::Snapshot;
 use super::{server_state, ReloadStats, SERVER_STATES};
-use crate::pool::{FailureKind, Pool, Server, STATUS_CLASSES};
+use crate::clock::now_ms;
+use crate::pool::{FailureKind, Pool, QueueExit, Server, STATUS_CLASSES};
 use crate::runtime::Runtime;
 use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType};
 use prometheus::{Encoder, TextEncoder};
@@ -230,6 +231,57 @@ fn pools(s: &mut Scrape, rt: &Runtime) {
         MetricType::GAUGE,
         usable,
     );
+    queues(s, rt);
+}
+
+/// The queues of the pools that have one.
+fn queues(s: &mut Scrape, rt: &Runtime) {
+    let (mut length, mut size, mut full, mut left, mut wait) =
+        (vec![], vec![], vec![], vec![], vec![]);
+    for p in &rt.pools {
+        let Some(q) = p.queue() else { continue };
+        let r = q.report();
+        let l = [("pool", p.name())];
+        length.push(gauge(&l, r.length as f64));
+        size.push(gauge(&l, r.size as f64));
+        full.push(counter(&l, r.full as f64));
+        for (exit, n) in QueueExit::ALL.iter().zip(r.exits) {
+            left.push(counter(&[l[0], ("result", exit.as_str())], n as f64));
+        }
+        let mut m = q.wait_metric();
+        m.set_label(labels(&l));
+        wait.push(m);
+    }
+    s.add(
+        "fulcrum_pool_queue_length",
+        "Requests waiting in a pool's queue for a server below max_conns.",
+        MetricType::GAUGE,
+        length,
+    );
+    s.add(
+        "fulcrum_pool_queue_size",
+        "Requests a pool's queue may hold (queue.size).",
+        MetricType::GAUGE,
+        size,
+    );
+    s.add(
+        "fulcrum_pool_queue_full_total",
+        "Requests answered 503 because the pool's queue was full.",
+        MetricType::COUNTER,
+        full,
+    );
+    s.add(
+        "fulcrum_pool_queue_left_total",
+        "Requests that left a pool's queue, by result: dispatched (got a server), timeout (503), abandoned (the client went away), no_server (502: no server usable).",
+        MetricType::COUNTER,
+        left,
+    );
+    s.add(
+        "fulcrum_pool_queue_wait_seconds",
+        "Time requests spent in a pool's queue, whatever the result.",
+        MetricType::HISTOGRAM,
+        wait,
+    );
 }
 
 fn servers(s: &mut Scrape, rt: &Runtime) {
@@ -304,6 +356,20 @@ fn servers(s: &mut Scrape, rt: &Runtime) {
         GAUGE,
         rt,
         |_, sv, l, out| out.push(gauge(l, flag(sv.is_drained() || sv.is_removed()))),
+    );
+    s.per_server(
+        "fulcrum_upstream_warming",
+        "1 while slow start ramps the server's weight up after it became usable, else 0.",
+        GAUGE,
+        rt,
+        |_, sv, l, out| out.push(gauge(l, flag(sv.warmth(now_ms()) < 1000))),
+    );
+    s.per_server(
+        "fulcrum_upstream_weight_ratio",
+        "Share of its configured weight the server gets now: below 1 while slow start ramps it up (from 0.1).",
+        GAUGE,
+        rt,
+        |_, sv, l, out| out.push(gauge(l, sv.warmth(now_ms()) as f64 / 1000.0)),
     );
     s.per_server(
         "fulcrum_upstream_state",

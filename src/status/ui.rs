@@ -11,6 +11,7 @@
 
 use super::counters::Snapshot;
 use super::{selection_name, server_state};
+use crate::clock::now_ms;
 use crate::pool::{Pool, Server, HISTORY_LEN};
 use crate::runtime::Runtime;
 use std::fmt::Write;
@@ -87,10 +88,16 @@ fn server_row(p: &Pool, s: &Server) -> String {
         }
     };
     let kinds = s.stats.failures_by_kind();
+    let warming = match s.warmth(now_ms()) / 10 {
+        100.. => String::new(),
+        percent => format!(
+            " <span class=\"tag warming\" title=\"slow start: {percent}% of its weight\">warming {percent}%</span>"
+        ),
+    };
     format!(
         "<tr class=\"srv st-{state}\" data-pool=\"{pool}\" data-server=\"{server}\" data-resolved=\"{resolved}\" data-state=\"{state}\">\
          <td class=\"c-server\" data-label=\"Server\"><span class=\"name\">{name}</span></td>\
-         <td class=\"c-state\" data-label=\"State\"><span class=\"badge st-{state}\">{state}</span></td>\
+         <td class=\"c-state\" data-label=\"State\"><span class=\"badge st-{state}\">{state}</span>{warming}</td>\
          <td class=\"c-inflight num\" data-label=\"In flight\">{in_flight}</td>\
          <td class=\"c-rps num\" data-label=\"Req/s\">{rps:.1}</td>\
          <td class=\"c-requests num\" data-label=\"Requests\">{requests}</td>\
@@ -114,7 +121,7 @@ fn server_row(p: &Pool, s: &Server) -> String {
 fn pool_section(p: &Pool) -> String {
     let rows: String = p.servers.iter().map(|s| server_row(p, s)).collect();
     format!(
-        "<section class=\"pool\" data-pool=\"{name}\"><h2>{name} <span class=\"muted\">{sel} · {n} servers · {usable} usable</span></h2>\
+        "<section class=\"pool\" data-pool=\"{name}\"><h2>{name} <span class=\"muted\">{sel} · {n} servers · {usable} usable{queue}</span></h2>\
          <table><thead><tr><th>Server</th><th>State</th><th class=\"num\">In flight</th><th class=\"num\">Req/s</th>\
          <th class=\"num\">Requests</th><th class=\"num\">Failures</th><th>Last check error</th><th>Req/s, last {HISTORY_LEN} s</th></tr></thead>\
          <tbody>{rows}</tbody></table></section>",
@@ -122,6 +129,10 @@ fn pool_section(p: &Pool) -> String {
         sel = selection_name(p),
         n = p.servers.len(),
         usable = p.usable_count(),
+        queue = p.queue().map_or(String::new(), |q| {
+            let r = q.report();
+            format!(" · <span class=\"queue\">queue {} / {}</span>", r.length, r.size)
+        }),
     )
 }
 
@@ -176,6 +187,7 @@ th{font-size:12px;color:var(--muted);font-weight:600}
 .muted{color:var(--muted)}
 .err{color:var(--unhealthy);word-break:break-word}
 .tag{display:inline-block;padding:0 6px;border:1px solid var(--line);border-radius:8px;font-size:11px;color:var(--muted)}
+.tag.warming{margin-left:4px;border-color:var(--draining);color:var(--draining)}
 .badge{display:inline-block;min-width:74px;padding:1px 8px;border-radius:10px;color:#fff;font-size:12px;font-weight:600;text-align:center}
 .badge.st-up{background:var(--up)}.badge.st-failed{background:var(--failed)}.badge.st-unhealthy{background:var(--unhealthy)}
 .badge.st-draining{background:var(--draining)}.badge.st-down{background:var(--down)}
@@ -239,10 +251,12 @@ const SCRIPT: &str = r#"
     else if (s.active.last_error) err = '<span class="muted">' + esc(s.active.last_error) + " (recovered)</span>";
     else err = '<span class="muted">none</span>';
     var k = s.failures_by_kind;
+    var warming = s.slow_start && s.slow_start.warming ? ' <span class="tag warming" title="slow start: ' +
+      s.slow_start.percent + '% of its weight">warming ' + s.slow_start.percent + "%</span>" : "";
     return '<tr class="srv st-' + st + '" data-pool="' + esc(p.name) + '" data-server="' + esc(s.addr) +
       '" data-resolved="' + esc(s.resolved) + '" data-state="' + st + '">' +
       '<td class="c-server" data-label="Server"><span class="name">' + name + "</span></td>" +
-      '<td class="c-state" data-label="State"><span class="badge st-' + st + '">' + st + "</span></td>" +
+      '<td class="c-state" data-label="State"><span class="badge st-' + st + '">' + st + "</span>" + warming + "</td>" +
       '<td class="c-inflight num" data-label="In flight">' + inflight + "</td>" +
       '<td class="c-rps num" data-label="Req/s">' + s.requests_per_second.toFixed(1) + "</td>" +
       '<td class="c-requests num" data-label="Requests">' + s.requests + "</td>" +
@@ -254,7 +268,9 @@ const SCRIPT: &str = r#"
   function section(p) {
     var rows = p.servers.map(function (s) { return row(p, s); }).join("");
     return '<section class="pool" data-pool="' + esc(p.name) + '"><h2>' + esc(p.name) + ' <span class="muted">' +
-      esc(p.selection) + " · " + p.servers.length + " servers · " + p.usable + " usable</span></h2>" +
+      esc(p.selection) + " · " + p.servers.length + " servers · " + p.usable + " usable" +
+      (p.queue ? ' · <span class="queue">queue ' + p.queue.length + " / " + p.queue.size + "</span>" : "") +
+      "</span></h2>" +
       '<table><thead><tr><th>Server</th><th>State</th><th class="num">In flight</th><th class="num">Req/s</th>' +
       '<th class="num">Requests</th><th class="num">Failures</th><th>Last check error</th><th>Req/s, last ' +
       HISTORY_LEN + " s</th></tr></thead><tbody>" + rows + "</tbody></table></section>";

@@ -17,7 +17,9 @@ mod common;
 // Selection and routing.
 mod ewma;
 mod least_conn;
+mod queue;
 mod routing;
+mod slow_start;
 mod upstream_pool;
 mod workers;
 

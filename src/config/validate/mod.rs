@@ -5,14 +5,17 @@
 //! - `mod.rs`: the document, its top-level keys, `listen`, `status`, the
 //!   access log
 //! - `pingora_settings.rs`: Pingora's own keys (`ServerConf`)
-//! - `limits.rs`, `pools.rs`, `health_check.rs`, `routes.rs`: their sections
+//! - `limits.rs`, `pools.rs`, `health_check.rs`, `queue.rs`, `slow_start.rs`,
+//!   `routes.rs`: their sections
 
 mod health_check;
 mod limits;
 mod listen;
 mod pingora_settings;
 mod pools;
+mod queue;
 mod routes;
+mod slow_start;
 #[cfg(test)]
 mod tests;
 mod upstream;

@@ -1,6 +1,8 @@
 //! `pools:`: each pool, its servers and its retry policy.
 
 use super::health_check::health_check;
+use super::queue::queue;
+use super::slow_start::slow_start;
 use super::upstream::{protocol, upstream_tls};
 use super::Checker;
 use crate::config::file::{parse_section, RawPool, RawRetry, RawServer};
@@ -118,6 +120,18 @@ fn pool(c: &mut Checker, path: &str, name: &str, raw: RawPool) -> PoolConfig {
         raw.protocol.as_deref(),
         tls.is_some(),
     );
+    let queue = raw.queue.map(|q| queue(c, &format!("{path}.queue"), q));
+    let pool_slow_start = slow_start(
+        c,
+        &format!("{path}.slow_start"),
+        raw.slow_start.as_ref(),
+        Duration::ZERO,
+    );
+    let defaults = ServerDefaults {
+        max_fails,
+        fail_timeout,
+        slow_start: pool_slow_start,
+    };
 
     let mut servers: Vec<ServerConfig> = vec![];
     match raw.servers {
@@ -135,7 +149,7 @@ fn pool(c: &mut Checker, path: &str, name: &str, raw: RawPool) -> PoolConfig {
                 let Some(rs) = parse_section::<RawServer>(v, &spath, &mut c.errors) else {
                     continue;
                 };
-                if let Some(s) = server(c, &spath, rs, max_fails, fail_timeout) {
+                if let Some(s) = server(c, &spath, rs, &defaults) {
                     if servers.iter().any(|o| o.addr == s.addr) {
                         c.err(
                             &format!("{spath}.addr"),
@@ -161,8 +175,16 @@ fn pool(c: &mut Checker, path: &str, name: &str, raw: RawPool) -> PoolConfig {
         health_check,
         tls,
         protocol,
+        queue,
         servers,
     }
+}
+
+/// What a server takes from its pool unless it says otherwise.
+struct ServerDefaults {
+    max_fails: u32,
+    fail_timeout: Duration,
+    slow_start: Duration,
 }
 
 /// The `:port` of an authority, if it has one, is a port number (the
@@ -200,8 +222,7 @@ fn server(
     c: &mut Checker,
     path: &str,
     raw: RawServer,
-    pool_max_fails: u32,
-    pool_fail_timeout: Duration,
+    pool: &ServerDefaults,
 ) -> Option<ServerConfig> {
     let weight = raw.weight.unwrap_or(1);
     if weight == 0 {
@@ -210,7 +231,13 @@ fn server(
     let fail_timeout = c.duration(
         &format!("{path}.fail_timeout"),
         raw.fail_timeout.as_ref(),
-        pool_fail_timeout,
+        pool.fail_timeout,
+    );
+    let slow_start = slow_start(
+        c,
+        &format!("{path}.slow_start"),
+        raw.slow_start.as_ref(),
+        pool.slow_start,
     );
     let Some(name) = raw.addr else {
         c.err(&format!("{path}.addr"), "missing (expected host:port)");
@@ -230,12 +257,13 @@ fn server(
         name,
         addr,
         weight: weight.max(1),
-        max_fails: raw.max_fails.unwrap_or(pool_max_fails),
+        max_fails: raw.max_fails.unwrap_or(pool.max_fails),
         fail_timeout,
         max_conns: raw.max_conns.unwrap_or(0),
         backup: raw.backup.unwrap_or(false),
         down: raw.down.unwrap_or(false),
         tls: raw.tls.unwrap_or(true),
+        slow_start,
     })
 }
 

@@ -224,7 +224,7 @@ fn limits_have_nginx_defaults_and_checked_values() {
     let l = from_str(
         "limits:\n  max_header_size: 8k\n  max_header_count: 50\n  client_max_body_size: 0\n  \
          client_header_timeout: 5s\n  client_body_timeout: 500ms\n  keepalive_timeout: 0s\n  \
-         max_connections: 1000\n",
+         send_timeout: 7s\n  max_connections: 1000\n",
         &env,
     )
     .unwrap()
@@ -239,6 +239,7 @@ fn limits_have_nginx_defaults_and_checked_values() {
             client_header_timeout: Duration::from_secs(5),
             client_body_timeout: Duration::from_millis(500),
             keepalive_timeout: Duration::ZERO,
+            send_timeout: Duration::from_secs(7),
             max_connections: 1000,
         }
     );

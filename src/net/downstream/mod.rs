@@ -3,11 +3,13 @@
 //! (`handshake`), and each client connection's HTTP/1 loop or hand-over
 //! to Pingora's HTTP/2 server (`connection`): keepalive,
 //! pipelining, `max_connections`; its stream with the header deadline
-//! (`deadline`) and its write buffer (`out_buf`). `HeaderDeadline` is
+//! (`deadline`) and its write buffer (`out_buf`); whether the client of a
+//! request not yet proxied went away (`gone`). `HeaderDeadline` is
 //! public for the Pingora contract tests; the rest is the crate's.
 
 pub mod connection;
 pub mod deadline;
+pub(crate) mod gone;
 mod handshake;
 pub(crate) mod listener;
 mod out_buf;

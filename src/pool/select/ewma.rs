@@ -14,7 +14,7 @@
 //! decay`, and its new answers are measured. Without this a server that
 //! became fast again would never be measured again.
 
-use super::{Cost, Metric};
+use super::{weight_at, Cost, Metric};
 use crate::pool::Server;
 
 /// Latency estimate × (waiting + 1) / weight, over two random usable servers.
@@ -28,7 +28,7 @@ impl Metric for Ewma {
         Cost {
             est: s.load.latency.effective_us(now_us, n == 0),
             load: n + 1,
-            weight: s.weight() as u64,
+            weight: weight_at(s, now_us),
         }
     }
 }

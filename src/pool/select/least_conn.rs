@@ -1,18 +1,19 @@
 //! `selection: least_conn` (the default): the usable server with the lowest
-//! in-flight/weight wins, ties by smooth weighted round-robin.
+//! in-flight/weight wins (the weight slow start gives it now), ties by
+//! smooth weighted round-robin.
 
-use super::{Cost, Metric};
+use super::{weight_at, Cost, Metric};
 use crate::pool::Server;
 
 /// In-flight / weight, compared over every usable server.
 pub(crate) struct LeastConn;
 
 impl Metric for LeastConn {
-    fn cost(s: &Server, _now_us: u64) -> Cost {
+    fn cost(s: &Server, now_us: u64) -> Cost {
         Cost {
             est: 1.0,
             load: s.in_flight() as u64,
-            weight: s.weight() as u64,
+            weight: weight_at(s, now_us),
         }
     }
 }

@@ -19,6 +19,8 @@ mod rng;
 #[cfg(test)]
 mod testing;
 mod ties;
+#[cfg(test)]
+mod warming;
 
 pub(super) use pick::{selector, server_of, Pick};
 
@@ -55,8 +57,19 @@ pub(crate) struct Cost {
     pub est: f64,
     /// In-flight count (or waiting + 1).
     pub load: u64,
-    /// Weight, at least 1.
+    /// Effective weight, at least 1 ([`weight_at`]).
     pub weight: u64,
+}
+
+/// The weight `s` is priced with at `now_us`: its weight in thousandths,
+/// scaled down while slow start ramps it up (`pool/slow_start.rs`). A
+/// server not warming costs one load and a multiplication.
+pub(crate) fn weight_at(s: &Server, now_us: u64) -> u64 {
+    if s.maybe_warming() {
+        s.effective_weight(now_us / 1000)
+    } else {
+        s.weight() as u64 * 1000
+    }
 }
 
 impl Cost {

@@ -6,6 +6,7 @@
 use super::ewma::Ewma;
 use super::least_conn::LeastConn;
 use super::p2c::P2c;
+use super::rng::Rng;
 use super::{Balanced, Metric};
 use crate::config::Selection;
 use crate::pool::Server;
@@ -38,12 +39,34 @@ where
 {
     fn pick(&self, max: usize, accept: &dyn Fn(&Arc<Server>) -> bool) -> Option<Backend> {
         [false, true].into_iter().find_map(|backups| {
+            let tier = |s: &Arc<Server>| s.is_backup() == backups && accept(s);
             self.select_with(b"", max, |b, _| {
-                let s = server_of(b);
-                s.is_backup() == backups && accept(s)
+                tier(server_of(b)) && warm_enough(server_of(b))
+            })
+            // Slow start only shapes the share: a tier whose only
+            // taker is warming still gets a server.
+            .or_else(|| {
+                let warming = self.backends().get_backend().iter().any(|b| {
+                    let s = server_of(b);
+                    s.maybe_warming() && tier(s)
+                });
+                warming
+                    .then(|| self.select_with(b"", max, |b, _| tier(server_of(b))))
+                    .flatten()
             })
         })
     }
+}
+
+/// Slow start for Pingora's weighted selections, whose weights are fixed
+/// when the pool is built: a warming server offered by them is taken with
+/// the probability of its share of its weight, else the next one is asked.
+fn warm_enough(s: &Server) -> bool {
+    if !s.maybe_warming() {
+        return true;
+    }
+    let permille = s.warmth(crate::clock::now_ms());
+    permille >= 1000 || (Rng::new(Rng::seed()).below(1000) as u64) < permille
 }
 
 /// The selection `selection` over `backends`, ready to use.

@@ -28,6 +28,7 @@ pub(super) fn backends(spec: &[(u16, u32, bool)]) -> (BTreeSet<Backend>, Vec<Arc
             backup,
             down: false,
             tls: true,
+            slow_start: Duration::ZERO,
         });
         let mut b = Backend::new_with_weight(&addr, weight as usize).unwrap();
         b.ext.insert(Arc::clone(&s));

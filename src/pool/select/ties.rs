@@ -5,7 +5,7 @@
 //! (3:1 gives 15/5), instead of the first server in config order always
 //! winning.
 
-use super::{Cost, IndexSet, Metric};
+use super::{weight_at, Cost, IndexSet, Metric};
 use crate::pool::Server;
 use pingora_load_balancing::Backend;
 use std::cmp::Ordering;
@@ -45,7 +45,7 @@ pub(super) fn cheapest<M: Metric>(
         return Some(first);
     }
     let tied = order.filter(|&i| tied.has(i));
-    Some(smooth_round_robin(backends, tied).unwrap_or(first))
+    Some(smooth_round_robin(backends, tied, now_us).unwrap_or(first))
 }
 
 /// nginx's smooth weighted round-robin over `tied`: each gains its weight in
@@ -55,13 +55,16 @@ pub(super) fn cheapest<M: Metric>(
 fn smooth_round_robin(
     backends: &[(Backend, Arc<Server>)],
     tied: impl Iterator<Item = usize>,
+    now_us: u64,
 ) -> Option<usize> {
     let mut pick = None;
     let mut pick_credit = i64::MIN;
     let mut total = 0i64;
     for i in tied {
         let s = &backends[i].1;
-        let w = s.weight() as i64;
+        // The effective weight, so that slow start holds when idle
+        // servers tie too.
+        let w = weight_at(s, now_us) as i64;
         total += w;
         let credit = s.tie_credit.fetch_add(w, Relaxed) + w;
         if credit > pick_credit {
