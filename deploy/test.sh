@@ -25,10 +25,12 @@ command -v logrotate >/dev/null || [ -x /usr/sbin/logrotate ] || need+=(logrotat
 command -v man >/dev/null || need+=(man-db)
 # The TLS and HTTP/2 bad-input tests (tests/integration/tls_bad_input.rs,
 # h2_abuse.rs): throwaway certificates by openssl; hostile HTTP/2 clients
-# in python3 with the h2 library, from pip when python3 lacks it (below).
+# in python3 with the h2 library. The gRPC tests (grpc.rs): client and
+# server in python3 with grpcio. Both from pip when python3 lacks them
+# (below); the upstream TLS tests (upstream_tls.rs): nginx and openssl.
 command -v openssl >/dev/null || need+=(openssl)
 command -v python3 >/dev/null || need+=(python3)
-python3 -c 'import h2' 2>/dev/null || python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
+python3 -c 'import h2, grpc' 2>/dev/null || python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" -eq 0 ]; then SUDO=(); else SUDO=(sudo); fi
     echo "test.sh: installing ${need[*]}"
@@ -40,6 +42,12 @@ if ! python3 -c 'import h2' 2>/dev/null; then
     echo "test.sh: installing h2 (python)"
     python3 -m pip install -q h2 2>/dev/null ||
         python3 -m pip install -q --break-system-packages h2
+fi
+# grpcio: prebuilt wheels from PyPI.
+if ! python3 -c 'import grpc' 2>/dev/null; then
+    echo "test.sh: installing grpcio (python)"
+    python3 -m pip install -q grpcio 2>/dev/null ||
+        python3 -m pip install -q --break-system-packages grpcio
 fi
 
 echo "test.sh: shellcheck"

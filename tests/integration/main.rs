@@ -41,6 +41,9 @@ mod pipelining;
 mod tls;
 mod tls_bad_input;
 
+// TLS and HTTP/2 towards servers, gRPC end to end.
+mod grpc;
+
 // Logs, status pages and metrics.
 mod access_log_formats;
 mod error_log;
