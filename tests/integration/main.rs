@@ -43,6 +43,7 @@ mod tls_bad_input;
 
 // TLS and HTTP/2 towards servers, gRPC end to end.
 mod grpc;
+mod upstream_tls;
 
 // Logs, status pages and metrics.
 mod access_log_formats;
