@@ -2,15 +2,18 @@
 # Runs every test of fulcrum: formatting, lints, unit and integration tests.
 # Installs what the build and the tests need on Debian (cmake for Pingora's
 # zlib-ng; iproute2 and curl for the network-namespace tests; shellcheck for
-# the deploy scripts; Chromium for the status page test; nginx, HAProxy and
-# wrk for the benchmark smoke test; dpkg-dev, logrotate and man-db for the
-# package test, which installs cargo-deb with cargo) when missing.
+# the deploy scripts; Chromium for the status page test; nginx, HAProxy, wrk,
+# h2load (nghttp2-client), openssl and cc for the benchmark smoke test;
+# dpkg-dev, logrotate and man-db for the package test, which installs
+# cargo-deb with cargo) when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
 command -v cmake >/dev/null || need+=(cmake)
 command -v ip >/dev/null || need+=(iproute2)
+# The encrypted two-machine test reads the bytes between the namespaces.
+command -v tcpdump >/dev/null || need+=(tcpdump)
 command -v curl >/dev/null || need+=(curl)
 command -v shellcheck >/dev/null || need+=(shellcheck)
 [ -x /usr/bin/chromium ] || need+=(chromium fonts-dejavu-core)
@@ -18,6 +21,11 @@ command -v shellcheck >/dev/null || need+=(shellcheck)
 [ -x /usr/sbin/nginx ] || need+=(nginx)
 command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
 command -v wrk >/dev/null || need+=(wrk)
+# Its TLS scenarios: certificates by openssl, HTTP/2 load by h2load, and a
+# small shim for wrk built with cc.
+command -v h2load >/dev/null || need+=(nghttp2-client)
+command -v openssl >/dev/null || need+=(openssl)
+command -v cc >/dev/null || need+=(gcc libc6-dev)
 # The package test (deploy/package-test.sh): cargo-deb's dependency lookup,
 # the logrotate snippet, the man page.
 command -v dpkg-shlibdeps >/dev/null || need+=(dpkg-dev)

@@ -67,6 +67,13 @@ def pss_kb(pids):
     return total
 
 
+def tcp_passive_opens():
+    """TCP connections accepted on the whole machine so far (/proc/net/snmp)."""
+    with open("/proc/net/snmp") as f:
+        rows = [line.split() for line in f if line.startswith("Tcp:")]
+    return int(rows[1][rows[0].index("PassiveOpens")])
+
+
 def backend_call(url, path, method="GET"):
     """A demo backend control endpoint (its counters are per listener)."""
     req = urllib.request.Request(url + path, method=method)
@@ -102,10 +109,15 @@ def main():
     backends = dict(kv.split("=", 1) for kv in args.backend)
     for url in backends.values():
         backend_call(url, "/__control/reset", "POST")
+    # The reset leaves the count of connections accepted: read it before.
+    conns0 = {name: json.loads(backend_call(url, "/__control/stats"))["connections"]
+              for name, url in backends.items()}
     pids = process_tree(args.pid)
+    opens0 = tcp_passive_opens()
     user0, sys0 = cpu_seconds(pids)
     w = run_wrk(cmd)
     user1, sys1 = cpu_seconds(pids)
+    opens1 = tcp_passive_opens()
     user, system = user1 - user0, sys1 - sys0
     cpu = user + system
     seconds = w["duration_us"] / 1e6
@@ -124,17 +136,21 @@ def main():
         sys_ms_per_1k=system * 1e6 / max(w["requests"], 1),
         cpu_util=cpu / seconds,
         peak_rss_kb=status_kb(pids, "VmHWM"),
+        # Connections accepted on the whole machine during the run: with a new
+        # client connection per request (b, i, j) about one per request, and
+        # other work on the machine adds its own.
+        tcp_accepts=opens1 - opens0,
     )
     if backends:
-        counts = {
-            name: json.loads(backend_call(url, "/__control/stats"))["requests"]
-            for name, url in backends.items()
-        }
+        stats = {name: json.loads(backend_call(url, "/__control/stats")) for name, url in backends.items()}
+        counts = {name: s["requests"] for name, s in stats.items()}
         row["backend_requests"] = counts
+        # Upstream connections the proxy opened during the run.
+        row["backend_connections"] = {name: s["connections"] - conns0[name] for name, s in stats.items()}
         row["slow_share"] = counts.get("slow", 0) / max(sum(counts.values()), 1)
     with open(args.out, "a") as f:
         f.write(json.dumps(row) + "\n")
-    share = f"  slow share {row['slow_share']:.1%}" if backends else ""
+    share = f"  slow share {row['slow_share']:.1%}" if "slow" in backends else ""
     print(
         f"bench:   {row.get('contender', ''):<20} {row['rps']:8.0f} req/s"
         f"  p99 {row['p99_ms']:6.2f} ms  CPU {row['cpu_ms_per_1k']:5.1f} ms/1k req"

@@ -8,6 +8,7 @@ import datetime
 import json
 import os
 import platform
+import re
 import subprocess
 
 LABELS = {
@@ -41,6 +42,34 @@ SCENARIOS = {
           "every contender's saturation: wrk paced by wrk_report.lua (see README). "
           "Each contender ran {rounds_d} time(s), interleaved (all once, then again); its row is "
           "the run with the median p99, and the p99 cell lists every run's in run order."),
+}
+TLS_ROUNDS = ("Each contender ran {rounds_tls} time(s), interleaved; its row is the run with the "
+              "median CPU per {unit}, and the CPU cell lists every run's in run order.")
+# Issue 26: TLS 1.3 and HTTP/2 towards clients. unit: what one wrk "request"
+# is in the table (a handshake when each request has a connection of its own).
+TLS_SCENARIOS = {
+    "h": ("h) TLS 1.3, small responses, client keepalive", "request",
+          "As a), over TLS 1.3 (ECDSA P-256 certificate; wrk over https, HTTP/1.1, 50 keepalive "
+          "connections, so the handshakes are done before the measured run): the cost of TLS "
+          "records on every request. " + TLS_ROUNDS),
+    "i": ("i) New TLS 1.3 connection per request, ECDSA P-256", "handshake",
+          "wrk over https with `Connection: close`: every request opens a TCP connection and "
+          "makes a full TLS 1.3 handshake (wrk resumes no session; X25519, ECDSA P-256 "
+          "certificate), 50 connections in parallel. One request per handshake, so requests/s "
+          "are handshakes/s and the CPU is the proxy's CPU time over the run divided by the "
+          "handshakes (with the request each carries). \"Connections accepted\" is the "
+          "machine's count of accepted TCP connections (/proc/net/snmp) per handshake: about 1.00 "
+          "shows every request had a connection (and a handshake) of its own. " + TLS_ROUNDS),
+    "j": ("j) New TLS 1.3 connection per request, RSA 2048", "handshake",
+          "As i), with an RSA 2048 certificate (an RSA-PSS signature per handshake instead of "
+          "an ECDSA one). " + TLS_ROUNDS),
+    "k": ("k) HTTP/2 over TLS (h2load)", "request",
+          "h2load over TLS 1.3 with ALPN h2 (ECDSA P-256), {h2_conns} connections with "
+          "{h2_streams} streams in flight on each (`h2load -c{h2_conns} -m{h2_streams}`), "
+          "11-byte responses; HTTP/1.1 to the backend as in a). Latency percentiles from h2load's "
+          "per-request log. \"Upstream connections\" are those the backend accepted during the "
+          "run: with {h2_total} requests in flight a proxy that keeps fewer idle upstream "
+          "connections than that opens new ones as it goes. " + TLS_ROUNDS),
 }
 
 
@@ -96,7 +125,7 @@ def table(head, rows):
 
 # Repeated runs are summarised by the scenario's headline: CPU per request
 # at saturation (a), p99 at the fixed rate (d).
-MEDIAN_KEY = {"a": "cpu_ms_per_1k", "d": "p99_ms"}
+MEDIAN_KEY = {"a": "cpu_ms_per_1k", "d": "p99_ms", **{s: "cpu_ms_per_1k" for s in "hijk"}}
 
 
 def median_runs(rows):
@@ -143,8 +172,26 @@ def cell(r, key, digits):
     return text + f" ({' / '.join(fmt(v, digits) for v in runs)})" if runs_key == key else text
 
 
-def load_table(res, scn):
+def accepts_per_request(r):
+    return fmt(r["tcp_accepts"] / r["requests"], 2) if r.get("tcp_accepts") is not None and r["requests"] else "—"
+
+
+def upstream_connections(r):
+    conns = r.get("backend_connections")
+    return "—" if conns is None else f"{sum(conns.values()):,}"
+
+
+# Extra columns per scenario: (heading, value of a row).
+EXTRA_COLUMNS = {
+    "i": [("connections accepted per handshake", accepts_per_request)],
+    "j": [("connections accepted per handshake", accepts_per_request)],
+    "k": [("upstream connections", upstream_connections)],
+}
+
+
+def load_table(res, scn, unit="request"):
     base = res.get(scn, "nginx") or {}
+    extra = EXTRA_COLUMNS.get(scn, [])
     rows = []
     for r in res.scenario(scn):
         direct = r["contender"] == "direct"
@@ -157,10 +204,16 @@ def load_table(res, scn):
             "—" if direct else rx(ratio(r["cpu_ms_per_1k"], base.get("cpu_ms_per_1k"))),
             rx(ratio(r["rps"], base.get("rps"))),
             rx(ratio(r["p99_ms"], base.get("p99_ms"))),
+            *(f(r) for _, f in extra),
             r["errors"],
         ])
-    head = ["contender", "requests/s", "p50 ms", "p99 ms", "p99.9 ms", "CPU ms per 1k req",
-            "of which kernel", "peak RSS MB", "CPU vs nginx", "req/s vs nginx", "p99 vs nginx", "errors"]
+    if unit == "handshake":
+        rate, cpu, rate_vs = "handshakes/s", "CPU ms per 1k handshakes", "handshakes/s vs nginx"
+    else:
+        rate, cpu, rate_vs = "requests/s", "CPU ms per 1k req", "req/s vs nginx"
+    head = ["contender", rate, "p50 ms", "p99 ms", "p99.9 ms", cpu,
+            "of which kernel", "peak RSS MB", "CPU vs nginx", rate_vs, "p99 vs nginx",
+            *(h for h, _ in extra), "errors"]
     return table(head, rows)
 
 
@@ -205,6 +258,7 @@ def verdict(ok):
 
 
 def targets(res):
+    """The targets table's rows, each with the scenario it measures."""
     rows = []
 
     def limit(name, r, lim):
@@ -214,6 +268,13 @@ def targets(res):
     limit("CPU per request, 64 KB responses (c)", res.ratio("c", "fulcrum", "cpu_ms_per_1k"), 0.9)
     limit("p99 at a fixed offered rate (d)", res.ratio("d", "fulcrum", "p99_ms"), 1.0)
     limit("RSS with 10,000 idle connections (e)", res.ratio("e", "fulcrum", "rss_kb"), 2.0)
+    limit("Issue 26: CPU per request, TLS 1.3 keepalive (h)", res.ratio("h", "fulcrum", "cpu_ms_per_1k"), 1.2)
+    limit("Issue 26: CPU per handshake, TLS 1.3, ECDSA P-256 (i)",
+          res.ratio("i", "fulcrum", "cpu_ms_per_1k"), 1.2)
+    limit("Issue 26: CPU per handshake, TLS 1.3, RSA 2048 (j)", res.ratio("j", "fulcrum", "cpu_ms_per_1k"), 1.2)
+    limit("Issue 26: CPU per request, HTTP/2 (k)", res.ratio("k", "fulcrum", "cpu_ms_per_1k"), 1.2)
+    r = res.ratio("k", "fulcrum", "rps")
+    rows.append(["Issue 26: throughput, HTTP/2 (k)", rx(r), "≥ 1.00×", verdict(None if r is None else r >= 1.0)])
     lc, rr, ng = (res.get("f", w) for w in ("fulcrum-least_conn", "fulcrum-round_robin", "nginx"))
     if lc and rr and ng:
         ok = all(lc[k] < o[k] for o in (rr, ng) for k in ("slow_share", "p99_ms"))
@@ -241,7 +302,16 @@ def targets(res):
                 f"share {100 * ew['slow_share']:.2f}%, p99 {ew['p99_ms']:.2f} ms, "
                 f"req/s {ew['rps'] / ng['rps']:.2f}× nginx",
                 "< 1%, < 5 ms, " + ("≥ 0.99×" if scn == "g" else "≥ 1.00×"), verdict(ok)])
-    return table(["target (issue 6, 9)", "measured", "target", "verdict"], rows)
+    return rows
+
+
+TARGETS_HEAD = ["target (issues 6, 9, 26)", "measured", "target", "verdict"]
+
+
+def target_scenario(name):
+    """The scenario a targets row measures: the last "(x)" in its name."""
+    found = re.findall(r"\(([a-k])\)", name)
+    return found[-1] if found else None
 
 
 # Chart: (label, scenario, fulcrum's contender, key, target or None); lower
@@ -255,6 +325,11 @@ CHART = [
     ("RSS, idle conns (e)", "e", "fulcrum", "rss_kb", 2.0),
     ("p99, skew, least_conn (f)", "f", "fulcrum-least_conn", "p99_ms", None),
     ("p99, skew at fixed rate, ewma (g)", "g", "fulcrum-ewma", "p99_ms", None),
+    ("CPU/request, TLS keepalive (h)", "h", "fulcrum", "cpu_ms_per_1k", 1.2),
+    ("CPU/handshake, ECDSA (i)", "i", "fulcrum", "cpu_ms_per_1k", 1.2),
+    ("CPU/handshake, RSA 2048 (j)", "j", "fulcrum", "cpu_ms_per_1k", 1.2),
+    ("CPU/request, HTTP/2 (k)", "k", "fulcrum", "cpu_ms_per_1k", 1.2),
+    ("requests/s, HTTP/2 (k)", "k", "fulcrum", "rps", 1.0),
 ]
 SERIES = [("fulcrum", (31, 119, 180)), ("HAProxy", (255, 127, 14))]
 # Ratios are drawn on a log scale from 1.0 (nginx): 2x and 0.5x are equally far.
@@ -345,6 +420,45 @@ def chart_builtin(data, path, title):
     c.save(path)
 
 
+def lock_version(repo, crate):
+    """A crate's version in the repository's Cargo.lock."""
+    try:
+        text = open(os.path.join(repo, "Cargo.lock")).read()
+    except OSError:
+        return "?"
+    m = re.search(r'name = "' + re.escape(crate) + r'"\nversion = "([^"]+)"', text)
+    return m.group(1) if m else "?"
+
+
+def carried_over(old_md):
+    """The sections of the BENCHMARKS.md being replaced, by scenario letter,
+    with the run they came from, and its targets rows by name; for the
+    scenarios this run did not measure."""
+    sections, target_rows = {}, {}
+    if not old_md:
+        return sections, target_rows, None
+    m = re.search(r"Generated by `([^`]*)` on ([^;]*);", old_md)
+    origin = f"the run of {m.group(2)} (`{m.group(1)}`)" if m else "an earlier run"
+    when = f"run of {m.group(2)}" if m else "an earlier run"
+    parts = old_md.split("\n## ")
+    for part in parts[1:]:
+        head = part.split("\n", 1)[0]
+        letter = re.match(r"([a-z])\) ", head)
+        if letter:
+            sections[letter.group(1)] = "## " + part.rstrip("\n")
+        elif head.startswith("Targets"):
+            for line in part.splitlines():
+                cells = [c.strip() for c in line.strip().strip("|").split("|")]
+                if line.startswith("| ") and len(cells) == 4 and not cells[0].startswith("target"):
+                    if "(carried over" not in cells[1]:
+                        cells[1] += f" (carried over: {when})"
+                    target_rows[cells[0]] = cells
+    return sections, target_rows, origin
+
+
+CARRIED = "*Not measured by this run: carried over from "
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--results", required=True)
@@ -361,7 +475,17 @@ def main():
     settings = dict(kv.split("=", 1) for kv in args.settings.split())
     settings["load_average_at_end"] = open("/proc/loadavg").read().split()[0]
     v = versions(args)
+    v["TLS"] = (f"fulcrum: rustls {lock_version(args.repo, 'rustls')} with ring "
+                f"{lock_version(args.repo, 'ring')}; nginx and HAProxy: {sh('openssl', 'version')} "
+                "(the system's library); h2load: "
+                + sh("h2load", "--version").splitlines()[0].replace("h2load ", ""))
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    try:
+        old_md = open(args.md).read()
+    except OSError:
+        old_md = ""
+    old_sections, old_targets, origin = carried_over(old_md)
+    measured = {r["scenario"] for r in res.rows}
 
     settings_text = ", ".join(f"{k.replace('_', ' ')} {val}" for k, val in settings.items())
     title = "fulcrum and HAProxy vs nginx (lower is better, except req/s)"
@@ -372,6 +496,71 @@ def main():
     except ImportError:
         chart_builtin(data, args.png, title)
         drawn = "the harness's built-in PNG writer"
+
+    # Targets of scenarios this run did not measure: the rows of the report
+    # it replaces, when that has them.
+    carried = {target_scenario(name) for name in old_targets} - measured
+    target_rows = [row for row in targets(res) if target_scenario(row[0]) not in carried]
+    target_rows += [row for name, row in old_targets.items() if target_scenario(name) in carried]
+    order = "abcdefghijk"
+    target_rows.sort(key=lambda row: order.find(target_scenario(row[0]) or "a"))
+
+    fmt_args = dict(rate=settings.get("rate", "?"), rounds_a=settings.get("rounds_of_a", "1"),
+                    rounds_d=settings.get("rounds_of_d", "1"), rounds_tls=settings.get("rounds_of_tls", "1"),
+                    h2_conns=settings.get("h2load_connections", "?"),
+                    h2_streams=settings.get("h2load_streams", "?"))
+    try:
+        fmt_args["h2_total"] = f"{int(fmt_args['h2_conns']) * int(fmt_args['h2_streams']):,}"
+    except ValueError:
+        fmt_args["h2_total"] = "?"
+    sections = {}
+    for scn, (head, text) in SCENARIOS.items():
+        sections[scn] = [f"## {head}", "", text.format(**fmt_args), "", load_table(res, scn)]
+    sections["e"] = [
+        "## e) Idle keepalive connections",
+        "",
+        f"{settings.get('idle', '?')} client connections, each used for one request and then held "
+        "idle; memory read after they were idle for a few seconds. RSS is summed over the proxy's "
+        "processes (nginx: master and worker); PSS counts pages shared between them once.",
+        "",
+        idle_table(res),
+    ]
+    sections["f"] = [
+        "## f) Skew: one of two backends adds 20 ms per request",
+        "",
+        "50 keepalive client connections; per-backend counts from the backends themselves. "
+        "Two workers/threads per proxy: nginx keeps least_conn counts per worker, fulcrum shares "
+        "them across threads. ewma and p2c rows appear when `fulcrum -t` accepts those selections. "
+        "The percentiles are wrk's, corrected by wrk for coordinated omission: each 20 ms answer "
+        "also counts as if the requests it held up had waited, so p99 stays near 20 ms until "
+        "well under 1% go to the slow backend (see the README).",
+        "",
+        skew_table(res, "f"),
+    ]
+    sections["g"] = [
+        "## g) Skew at a fixed offered rate",
+        "",
+        f"As f), at {settings.get('rate', '?')} requests/s (paced as in d): latency at equal load "
+        "with a slow replica, where no proxy is short of CPU. round_robin is left out (with half "
+        "the requests on the 20 ms backend it cannot keep up with the rate over 50 connections).",
+        "",
+        skew_table(res, "g"),
+    ]
+    for scn, (head, unit, text) in TLS_SCENARIOS.items():
+        sections[scn] = [f"## {head}", "", text.format(unit=unit, **fmt_args), "",
+                         load_table(res, scn, unit)]
+    not_run = []
+    for scn in list(sections):
+        if scn in measured:
+            continue
+        not_run.append(scn)
+        old = old_sections.get(scn)
+        if old:
+            lines = old.split("\n")
+            if not any(l.startswith(CARRIED) for l in lines):
+                lines[1:1] = ["", f"{CARRIED}{origin}, with that run's settings and machine; "
+                              "its ratios are against nginx in that run.*"]
+            sections[scn] = lines
 
     out = [
         "# Benchmarks: fulcrum vs nginx vs HAProxy",
@@ -385,6 +574,12 @@ def main():
         f"- settings: {settings_text}; one fresh proxy "
         "instance per run, 1 worker/thread each (2 in the skew scenarios); the proxy on its own CPU, "
         "wrk and the backend (fulcrum-demo-backend, release build) on the other",
+    ]
+    if not_run:
+        out.append(f"- not measured by this run: {', '.join(not_run)}"
+                   + (" (sections and targets rows carried over from the report this run replaced, "
+                      "as marked; the chart has no bars for them)" if old_sections else ""))
+    out += [
         "",
         f"![ratios to nginx]({args.png_ref})",
         "",
@@ -392,42 +587,11 @@ def main():
         "",
         "## Targets",
         "",
-        targets(res),
+        table(TARGETS_HEAD, target_rows),
         "",
     ]
-    for scn, (head, text) in SCENARIOS.items():
-        text = text.format(rate=settings.get("rate", "?"), rounds_a=settings.get("rounds_of_a", "1"),
-                           rounds_d=settings.get("rounds_of_d", "1"))
-        out += [f"## {head}", "", text, "", load_table(res, scn), ""]
-    out += [
-        "## e) Idle keepalive connections",
-        "",
-        f"{settings.get('idle', '?')} client connections, each used for one request and then held "
-        "idle; memory read after they were idle for a few seconds. RSS is summed over the proxy's "
-        "processes (nginx: master and worker); PSS counts pages shared between them once.",
-        "",
-        idle_table(res),
-        "",
-        "## f) Skew: one of two backends adds 20 ms per request",
-        "",
-        "50 keepalive client connections; per-backend counts from the backends themselves. "
-        "Two workers/threads per proxy: nginx keeps least_conn counts per worker, fulcrum shares "
-        "them across threads. ewma and p2c rows appear when `fulcrum -t` accepts those selections. "
-        "The percentiles are wrk's, corrected by wrk for coordinated omission: each 20 ms answer "
-        "also counts as if the requests it held up had waited, so p99 stays near 20 ms until "
-        "well under 1% go to the slow backend (see the README).",
-        "",
-        skew_table(res, "f"),
-        "",
-        "## g) Skew at a fixed offered rate",
-        "",
-        f"As f), at {settings.get('rate', '?')} requests/s (paced as in d): latency at equal load "
-        "with a slow replica, where no proxy is short of CPU. round_robin is left out (with half "
-        "the requests on the 20 ms backend it cannot keep up with the rate over 50 connections).",
-        "",
-        skew_table(res, "g"),
-        "",
-    ]
+    for scn in sections:
+        out += [*sections[scn], ""]
     with open(args.md, "w") as f:
         f.write("\n".join(out))
 

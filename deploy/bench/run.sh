@@ -18,11 +18,12 @@ COMMAND="deploy/bench/run.sh${*:+ $*}"
 usage() {
     cat <<EOF
 usage: deploy/bench/run.sh [--quick] [--no-install] [--no-pgo] [--bin-dir DIR]
-                           [--out DIR] [--scenarios a,b,c,d,e,f,g] [--keep]
-  --quick        about a minute: 1 s runs, 500 idle connections (smoke test);
-                 implies --no-pgo
-  --no-install   do not apt-get install nginx, haproxy, wrk, llvm (fail if
-                 missing); no matplotlib download either (built-in PNG writer)
+                           [--out DIR] [--scenarios a,b,c,d,e,f,g,h,i,j,k] [--keep]
+  --quick        about a minute and a half: 1 s runs, 500 idle connections
+                 (smoke test); implies --no-pgo
+  --no-install   do not apt-get install nginx, haproxy, wrk, nghttp2-client
+                 (h2load), openssl, llvm (fail if missing); no matplotlib
+                 download either (built-in PNG writer)
   --no-pgo       measure fulcrum as 'cargo build --release' builds it, not the
                  profile-guided build of deploy/build-pgo.sh (the default)
   --bin-dir DIR  use DIR/fulcrum, DIR/fulcrum-demo-backend and (if built)
@@ -31,15 +32,17 @@ usage: deploy/bench/run.sh [--quick] [--no-install] [--no-pgo] [--bin-dir DIR]
                  deploy/build-pgo.sh
   --out DIR      write BENCHMARKS.md and ratios.png to DIR
                  (default: BENCHMARKS.md at the repo root, deploy/bench/ratios.png)
-  --scenarios L  run only these scenarios (comma-separated; default: all)
+  --scenarios L  run only these scenarios (comma-separated; default: all);
+                 the report keeps the sections of the others from the
+                 BENCHMARKS.md it replaces, marked as from that earlier run
   --keep         keep the work directory (configs, logs, raw results)
 Environment, for experiments: BENCH_FULCRUM_EXTRA_YAML is appended to every
 fulcrum config (top level, e.g. 'work_stealing: false'); BENCH_CONTENDERS
-(e.g. "fulcrum nginx") limits scenarios a-d to those contenders.
+(e.g. "fulcrum nginx") limits scenarios a-d and h-k to those contenders.
 EOF
 }
 
-QUICK=0 INSTALL=1 KEEP=0 PGO=1 BIN_DIR="" OUT="" ONLY=a,b,c,d,e,f,g
+QUICK=0 INSTALL=1 KEEP=0 PGO=1 BIN_DIR="" OUT="" ONLY=a,b,c,d,e,f,g,h,i,j,k
 while [ $# -gt 0 ]; do
     case $1 in
     --quick) QUICK=1 ;;
@@ -60,27 +63,45 @@ die() { log "error: $*"; exit 1; }
 
 if [ "$QUICK" = 1 ]; then
     PGO=0
-    DUR=1 WARM=0 IDLE_CONNS=500 HOLD=1 RATE=2000 ROUNDS_A=1 ROUNDS_D=1
+    DUR=1 WARM=0 IDLE_CONNS=500 HOLD=1 RATE=2000 ROUNDS_A=1 ROUNDS_D=1 ROUNDS_TLS=1
 else
     # d's p99 moves by 2x from run to run, a's CPU per request by 15-25%
     # (2026-12-04): the report takes the median of ROUNDS_A / ROUNDS_D
     # interleaved runs per contender.
     DUR=10 WARM=2 IDLE_CONNS=10000 HOLD=3 RATE=5000 ROUNDS_A=3 ROUNDS_D=5
+    # The TLS scenarios h-k: interleaved rounds, as a.
+    ROUNDS_TLS=3
 fi
 CONNS=50 # client connections for every wrk run
+# HTTP/2 (k): h2load's connections and streams in flight on each.
+H2_CONNS=10 H2_STREAMS=100
 
 # --- tools -----------------------------------------------------------------
 
+wanted() { [[ ",$ONLY," == *",$1,"* ]]; }
+tls_wanted() { wanted h || wanted i || wanted j || wanted k; }
+
 missing=()
-for tool in nginx haproxy wrk curl taskset; do
+tools=(nginx haproxy wrk curl taskset)
+# The TLS scenarios make their certificates with openssl; i and j build a
+# small shim for wrk (noresume.c) with cc; k loads with h2load.
+if tls_wanted; then tools+=(openssl); fi
+if wanted i || wanted j; then tools+=(cc); fi
+if wanted k; then tools+=(h2load); fi
+for tool in "${tools[@]}"; do
     command -v "$tool" >/dev/null || PATH=$PATH:/usr/sbin command -v "$tool" >/dev/null || missing+=("$tool")
 done
 export PATH=$PATH:/usr/sbin # nginx lives there; not on every user's PATH
 if [ ${#missing[@]} -gt 0 ]; then
-    [ "$INSTALL" = 1 ] || die "missing: ${missing[*]} (apt-get install nginx haproxy wrk curl util-linux)"
+    [ "$INSTALL" = 1 ] || die "missing: ${missing[*]} (apt-get install nginx haproxy wrk curl util-linux openssl nghttp2-client)"
     pkgs=()
     for tool in "${missing[@]}"; do
-        case $tool in taskset) pkgs+=(util-linux) ;; *) pkgs+=("$tool") ;; esac
+        case $tool in
+        taskset) pkgs+=(util-linux) ;;
+        h2load) pkgs+=(nghttp2-client) ;;
+        cc) pkgs+=(gcc libc6-dev) ;;
+        *) pkgs+=("$tool") ;;
+        esac
     done
     log "installing ${pkgs[*]}"
     apt_install "${pkgs[@]}"
@@ -109,8 +130,6 @@ fi
 if [ ! -x "$BIN_DIR/fulcrum" ] || [ ! -x "$BIN_DIR/fulcrum-demo-backend" ]; then
     die "no fulcrum binaries in $BIN_DIR"
 fi
-
-wanted() { [[ ",$ONLY," == *",$1,"* ]]; }
 
 # 10,000 idle connections need as many descriptors in the client and in the proxy.
 want_fds=$((IDLE_CONNS * 2 + 1024))
@@ -208,9 +227,11 @@ stop() {
     PIDS=("${keep[@]}")
 }
 
-wait_ready() { # PORT PID NAME: until GET / answers 200
+wait_ready() { # PORT PID NAME: until GET / answers 200 (over TLS 1.3 when $TLS is set)
+    local url=http://127.0.0.1:$1/ tls=()
+    [ -z "$TLS" ] || url=https://127.0.0.1:$1/ tls=(-k --tlsv1.3)
     for _ in $(seq 200); do
-        curl -sf -o /dev/null "http://127.0.0.1:$1/" && return 0
+        curl -sf "${tls[@]}" -o /dev/null "$url" && return 0
         kill -0 "$2" 2>/dev/null || die "$3 exited; its log: $(tail -5 "$WORK/$3.log")"
         sleep 0.05
     done
@@ -229,6 +250,29 @@ backend() {
     wait_ready "$PORT" "$PID" "$name"
 }
 
+# --- TLS ---------------------------------------------------------------------
+# The scenarios h-k put every contender's listener behind TLS 1.3 with ALPN
+# h2 and http/1.1, serving one throwaway self-signed certificate made here
+# with openssl (no private key is committed): TLS=ec, an ECDSA P-256 key;
+# TLS=rsa, RSA 2048. TLS empty: plain HTTP (scenarios a-g).
+TLS=""
+CERTS=$WORK/certs
+make_certs() {
+    local kind
+    mkdir -p "$CERTS"
+    for kind in ec rsa; do
+        local newkey=(-newkey ec -pkeyopt ec_paramgen_curve:P-256)
+        [ "$kind" = ec ] || newkey=(-newkey rsa:2048)
+        # 30 days: fulcrum -t warns of a certificate that expires within 14.
+        openssl req -x509 "${newkey[@]}" -nodes -days 30 -subj /CN=localhost \
+            -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
+            -keyout "$CERTS/$kind.key" -out "$CERTS/$kind.pem" 2>"$CERTS/$kind.log" ||
+            die "openssl could not make the $kind certificate: $(cat "$CERTS/$kind.log")"
+        # HAProxy's crt: the certificate and its key in one file.
+        cat "$CERTS/$kind.pem" "$CERTS/$kind.key" >"$CERTS/$kind.haproxy.pem"
+    done
+}
+
 # --- contender configs -------------------------------------------------------
 # Same topology everywhere: /big -> the 64 KB backend, everything else -> the
 # small backend (or, for the skew scenario, / -> {fast, slow}). Same timeouts
@@ -245,7 +289,14 @@ fulcrum_conf() {
         echo "threads: $threads"
         echo "pid_file: $dir/fulcrum.pid"
         echo "upgrade_sock: $dir/upgrade.sock"
-        echo "listen: [\"127.0.0.1:$port\"]"
+        if [ -n "$TLS" ]; then
+            echo "listen:"
+            echo "  - addr: \"127.0.0.1:$port\""
+            echo "    http2: true"
+            echo "    tls: { certificates: [{ cert: \"$CERTS/$TLS.pem\", key: \"$CERTS/$TLS.key\" }], protocols: [tlsv1.3] }"
+        else
+            echo "listen: [\"127.0.0.1:$port\"]"
+        fi
         echo "access_log: $alog"
         echo "pools:"
         for pool in small big skew; do
@@ -308,7 +359,17 @@ NGINX
             echo "  }"
         done
         echo "  server {"
-        echo "    listen 127.0.0.1:$port;"
+        if [ -n "$TLS" ]; then
+            # As nginx 1.22 spells HTTP/2 (ALPN h2) on a TLS listener. Left at
+            # their defaults: ssl_session_cache none (nothing stored),
+            # ssl_session_tickets on, http2_max_concurrent_streams 128.
+            echo "    listen 127.0.0.1:$port ssl http2;"
+            echo "    ssl_certificate $CERTS/$TLS.pem;"
+            echo "    ssl_certificate_key $CERTS/$TLS.key;"
+            echo "    ssl_protocols TLSv1.3;"
+        else
+            echo "    listen 127.0.0.1:$port;"
+        fi
         cat <<'NGINX'
     proxy_http_version 1.1;
     proxy_set_header Connection "";
@@ -354,10 +415,17 @@ haproxy_conf() {
         echo "  option forwardfor"
         echo "  http-reuse always"
         echo "frontend fe"
-        echo "  bind 127.0.0.1:$port"
+        if [ -n "$TLS" ]; then
+            # Defaults otherwise: tune.ssl.cachesize 20000, tickets on,
+            # tune.h2.max-concurrent-streams 100.
+            echo "  bind 127.0.0.1:$port ssl crt $CERTS/$TLS.haproxy.pem alpn h2,http/1.1 ssl-min-ver TLSv1.3"
+            echo '  http-request set-header X-Forwarded-Proto https'
+        else
+            echo "  bind 127.0.0.1:$port"
+            echo '  http-request set-header X-Forwarded-Proto http'
+        fi
         echo '  unique-id-format %{+X}o%ci%cp%fp%Ts%rt%pid'
         echo '  http-request set-header X-Real-IP %[src]'
-        echo '  http-request set-header X-Forwarded-Proto http'
         echo '  http-request set-header X-Request-Id %[unique-id] unless { req.hdr(x-request-id) -m found }'
         echo '  http-response set-header X-Request-Id %[unique-id]'
         if printf '%s\n' "$@" | grep -q '^skew='; then
@@ -417,15 +485,27 @@ proxy() {
 
 # --- measurements ------------------------------------------------------------
 
-if [ -n "$LOAD_CPU" ]; then WRK=(taskset -c "$LOAD_CPU" wrk); else WRK=(wrk); fi
+LOAD_PIN=() # the load generator's CPU, as a command prefix
+[ -z "$LOAD_CPU" ] || LOAD_PIN=(taskset -c "$LOAD_CPU")
+WRK=("${LOAD_PIN[@]}" wrk)
 # Per scenario: extra wrk options, arguments of wrk_report.lua (a rate), and
-# extra measure.py options (backends to count on).
-WRK_OPTS=() SCRIPT_ARGS=() MEASURE_OPTS=() MEASURE_ROUND=()
+# extra measure.py options (backends to count on); LOADER=h2load loads with
+# h2load (HTTP/2, k) instead of wrk.
+WRK_OPTS=() SCRIPT_ARGS=() MEASURE_OPTS=() MEASURE_ROUND=() LOADER=wrk
 
 # load SCENARIO CONTENDER PID URL: a warm-up run, then the measured one
 # (a JSON line in $RESULTS, a summary on stderr).
 load() {
     local scn=$1 who=$2 pid=$3 url=$4 common
+    if [ "$LOADER" = h2load ]; then
+        # h2load_report.py runs h2load and prints its result as wrk_report.lua does.
+        common=(-t1 -c"$H2_CONNS" -m"$H2_STREAMS" "$url")
+        [ "$WARM" = 0 ] || "${LOAD_PIN[@]}" h2load -D"$WARM" "${common[@]}" >/dev/null
+        "$PYTHON" "$HERE/measure.py" --pid "$pid" --out "$RESULTS" \
+            --set scenario="$scn" --set contender="$who" "${MEASURE_OPTS[@]}" "${MEASURE_ROUND[@]}" -- \
+            "${LOAD_PIN[@]}" "$PYTHON" "$HERE/h2load_report.py" -D"$DUR" "${common[@]}"
+        return
+    fi
     common=(-t1 -c"$CONNS" "${WRK_OPTS[@]}" -s "$HERE/wrk_report.lua" "$url" -- "${SCRIPT_ARGS[@]}")
     [ "$WARM" = 0 ] || "${WRK[@]}" -d"${WARM}s" "${common[@]}" >/dev/null
     "$PYTHON" "$HERE/measure.py" --pid "$pid" --out "$RESULTS" \
@@ -465,7 +545,7 @@ scenario() {
             fi
             start_contender "$scn" "$who"
             if [ "$who" = direct ] && [ "$path" = /big ]; then PORT=$BIG_PORT PID=$BIG_PID; fi
-            load "$scn" "$who" "$PID" "http://127.0.0.1:$PORT$path"
+            load "$scn" "$who" "$PID" "http${TLS:+s}://127.0.0.1:$PORT$path"
             [ "$who" = direct ] || stop "$PID"
         done
     done
@@ -532,6 +612,7 @@ skew_scenario() {
     stop "$fast_pid"
     stop "$slow_pid"
     MEASURE_OPTS=()
+    WRK=("${LOAD_PIN[@]}" wrk)
 }
 
 if wanted a; then ROUNDS=$ROUNDS_A scenario a / direct fulcrum fulcrum-log ${NOPGO:+fulcrum-nopgo} pingora nginx haproxy; fi
@@ -555,6 +636,30 @@ if wanted g; then
     skew_scenario g least_conn ewma ewma/1s
     SCRIPT_ARGS=()
 fi
+# TLS 1.3 (issue 26): fulcrum, nginx and HAProxy behind the same certificate;
+# no direct row (the backend speaks plain HTTP) and no bare Pingora (its
+# example has no TLS listener).
+if tls_wanted; then make_certs; fi
+TLS_CONTENDERS=(fulcrum ${NOPGO:+fulcrum-nopgo} nginx haproxy)
+if wanted h; then TLS=ec ROUNDS=$ROUNDS_TLS scenario h / "${TLS_CONTENDERS[@]}"; fi
+if wanted i || wanted j; then
+    # A new connection, so a full handshake, per request: wrk would resume
+    # the previous connection's session (it keeps it across SSL_clear),
+    # noresume.c makes it drop it.
+    cc -shared -fPIC -O2 -o "$WORK/noresume.so" "$HERE/noresume.c" -ldl ||
+        die "cc could not build $HERE/noresume.c"
+    WRK=(env "LD_PRELOAD=$WORK/noresume.so" "${LOAD_PIN[@]}" wrk)
+    WRK_OPTS=(-H "Connection: close")
+    if wanted i; then TLS=ec ROUNDS=$ROUNDS_TLS scenario i / "${TLS_CONTENDERS[@]}"; fi
+    if wanted j; then TLS=rsa ROUNDS=$ROUNDS_TLS scenario j / "${TLS_CONTENDERS[@]}"; fi
+    WRK=("${LOAD_PIN[@]}" wrk) WRK_OPTS=()
+fi
+if wanted k; then
+    # h2load, ALPN h2; the backend counts the upstream connections opened.
+    MEASURE_OPTS=(--backend "small=http://127.0.0.1:$SMALL_PORT")
+    LOADER=h2load TLS=ec ROUNDS=$ROUNDS_TLS scenario k / "${TLS_CONTENDERS[@]}"
+    MEASURE_OPTS=()
+fi
 
 # --- report ------------------------------------------------------------------
 
@@ -576,5 +681,5 @@ if [ "$INSTALL" = 1 ] && [ "$QUICK" = 0 ]; then
 fi
 "$PY" "$HERE/report.py" --results "$RESULTS" --md "$MD" --png "$PNG" --png-ref "$PNG_REF" \
     --command "$COMMAND" --repo "$REPO" --fulcrum "$FULCRUM" --build "$BUILD" \
-    --settings "duration=${DUR}s warmup=${WARM}s rounds_of_a=$ROUNDS_A rounds_of_d=$ROUNDS_D connections=$CONNS rate=$RATE idle=$IDLE_CONNS proxy_cpu=${PROXY_CPU:-any} load_cpu=${LOAD_CPU:-any} binaries=$BIN_DIR load_average_at_start=$LOAD_START"
+    --settings "duration=${DUR}s warmup=${WARM}s rounds_of_a=$ROUNDS_A rounds_of_d=$ROUNDS_D rounds_of_tls=$ROUNDS_TLS connections=$CONNS h2load_connections=$H2_CONNS h2load_streams=$H2_STREAMS rate=$RATE idle=$IDLE_CONNS proxy_cpu=${PROXY_CPU:-any} load_cpu=${LOAD_CPU:-any} binaries=$BIN_DIR load_average_at_start=$LOAD_START"
 log "wrote $MD and $PNG"

@@ -4,9 +4,9 @@
 //! the chart. It checks that the harness works, not how fast anything is
 //! (no timed assertions). It loads every core, so it runs alone.
 //!
-//! nginx, haproxy and wrk must be installed (CI installs them in
-//! deploy/test.sh); a machine without them fails this test rather than
-//! silently skipping it.
+//! nginx, haproxy, wrk, h2load (nghttp2-client), openssl and cc must be
+//! installed (CI installs them in deploy/test.sh); a machine without them
+//! fails this test rather than silently skipping it.
 
 use crate::common::alone;
 use std::path::{Path, PathBuf};
@@ -70,10 +70,12 @@ fn assert_numeric(md: &str, section: &str, label: &str, columns: usize) {
     }
 }
 
-/// Scenarios a) to d): wrk against each contender.
-const LOAD: [(&str, &[&str]); 4] = [
+/// Scenarios a) to d) and h) to k): wrk (h2load in k) against each
+/// contender; with the heading of the rate column.
+const LOAD: [(&str, &str, &[&str]); 8] = [
     (
         "a)",
+        "requests/s",
         &[
             "direct to backend",
             "fulcrum",
@@ -85,6 +87,7 @@ const LOAD: [(&str, &[&str]); 4] = [
     ),
     (
         "b)",
+        "requests/s",
         &[
             "direct to backend",
             "fulcrum",
@@ -95,6 +98,7 @@ const LOAD: [(&str, &[&str]); 4] = [
     ),
     (
         "c)",
+        "requests/s",
         &[
             "direct to backend",
             "fulcrum",
@@ -105,6 +109,7 @@ const LOAD: [(&str, &[&str]); 4] = [
     ),
     (
         "d)",
+        "requests/s",
         &[
             "direct to backend",
             "fulcrum",
@@ -113,7 +118,14 @@ const LOAD: [(&str, &[&str]); 4] = [
             "HAProxy",
         ],
     ),
+    // TLS 1.3 (issue 26): no direct row (the backend has no TLS) and no bare
+    // Pingora (its example has no TLS listener).
+    ("h)", "requests/s", &TLS_CONTENDERS),
+    ("i)", "handshakes/s", &TLS_CONTENDERS),
+    ("j)", "handshakes/s", &TLS_CONTENDERS),
+    ("k)", "requests/s", &TLS_CONTENDERS),
 ];
+const TLS_CONTENDERS: [&str; 3] = ["fulcrum", "nginx", "HAProxy"];
 /// Scenario e): idle connections.
 const IDLE: [&str; 3] = ["fulcrum", "nginx", "HAProxy"];
 /// Scenarios f) and g): one slow backend of two.
@@ -146,15 +158,15 @@ const SKEW: [(&str, &[&str]); 2] = [
 fn check_report(md: &str) {
     // req/s, p50, p99, p99.9, CPU per 1k requests, peak RSS; requests
     // served and none failed.
-    for (section, labels) in LOAD {
-        let rate = column(md, section, "requests/s");
+    for (section, rate_column, labels) in LOAD {
+        let rate = column(md, section, rate_column);
         let errors = column(md, section, "errors");
         for label in labels {
             assert_numeric(md, section, label, 6);
             let cells = row(md, section, label);
             assert!(
                 number(cells[rate]).is_some_and(|r| r > 0.0),
-                "{section:?}, row {label:?}: requests/s is {:?}: {cells:?}",
+                "{section:?}, row {label:?}: {rate_column} is {:?}: {cells:?}",
                 cells[rate]
             );
             assert_eq!(
@@ -192,14 +204,14 @@ fn check_report(md: &str) {
 #[test]
 fn quick_run_reports_every_contender() {
     let _alone = alone();
-    let missing: Vec<&str> = ["nginx", "haproxy", "wrk"]
+    let missing: Vec<&str> = ["nginx", "haproxy", "wrk", "h2load", "openssl", "cc"]
         .into_iter()
         .filter(|t| find_tool(t).is_none())
         .collect();
     assert!(
         missing.is_empty(),
         "the benchmark smoke test needs {missing:?}: apt-get install nginx haproxy wrk \
-         (deploy/test.sh installs them in CI)"
+         nghttp2-client openssl gcc (deploy/test.sh installs them in CI)"
     );
 
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -258,8 +270,8 @@ fn quick_run_reports_every_contender() {
 /// looks at; `errors` and `rate` fill fulcrum's row of scenario b).
 fn report(errors: &str, rate: &str) -> String {
     let mut md = String::from("# Benchmarks\n");
-    for (section, labels) in LOAD {
-        md.push_str(&format!("\n## {section} Load\n\n| contender | requests/s | p50 ms | p99 ms | p99.9 ms | CPU ms per 1k req | of which kernel | peak RSS MB | CPU vs nginx | req/s vs nginx | p99 vs nginx | errors |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n"));
+    for (section, rate_column, labels) in LOAD {
+        md.push_str(&format!("\n## {section} Load\n\n| contender | {rate_column} | p50 ms | p99 ms | p99.9 ms | CPU ms per 1k req | of which kernel | peak RSS MB | CPU vs nginx | req/s vs nginx | p99 vs nginx | errors |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n"));
         for label in labels {
             let ours = section == "b)" && *label == "fulcrum";
             let (errors, rate) = if ours { (errors, rate) } else { ("0", "1,000") };
