@@ -3,7 +3,7 @@
 # in this directory). Sets up the same loopback topology for every contender,
 # runs the scenarios with wrk, and writes BENCHMARKS.md and ratios.png.
 #
-#   deploy/bench/run.sh [--quick] [--no-install] [--no-pgo] [--bin-dir DIR] [--out DIR] [--keep]
+#   deploy/bench/run.sh [--quick] [--no-install] [--no-pgo] [--bin-dir DIR] [--pgo-bin FILE] [--out DIR] [--keep]
 #
 # Every process it starts is a child of this script, recorded by pid and
 # stopped on exit, including on failure or Ctrl-C.
@@ -18,7 +18,8 @@ COMMAND="deploy/bench/run.sh${*:+ $*}"
 usage() {
     cat <<EOF
 usage: deploy/bench/run.sh [--quick] [--no-install] [--no-pgo] [--bin-dir DIR]
-                           [--out DIR] [--scenarios a,b,c,d,e,f,g,h,i,j,k] [--keep]
+                           [--pgo-bin FILE] [--out DIR]
+                           [--scenarios a,b,c,d,e,f,g,h,i,j,k] [--keep]
   --quick        about a minute and a half: 1 s runs, 500 idle connections
                  (smoke test); implies --no-pgo
   --no-install   do not apt-get install nginx, haproxy, wrk, nghttp2-client
@@ -30,6 +31,10 @@ usage: deploy/bench/run.sh [--quick] [--no-install] [--no-pgo] [--bin-dir DIR]
                  DIR/examples/bare_pingora instead of building them with
                  'cargo build --release --bins --example bare_pingora' and
                  deploy/build-pgo.sh
+  --pgo-bin FILE with --bin-dir: FILE is the profile-guided fulcrum (as
+                 deploy/build-pgo.sh printed it), measured as "fulcrum" with
+                 DIR/fulcrum beside it as "fulcrum, without PGO"; so that a
+                 run on a quiet machine need not start with the build
   --out DIR      write BENCHMARKS.md and ratios.png to DIR
                  (default: BENCHMARKS.md at the repo root, deploy/bench/ratios.png)
   --scenarios L  run only these scenarios (comma-separated; default: all);
@@ -42,7 +47,7 @@ fulcrum config (top level, e.g. 'work_stealing: false'); BENCH_CONTENDERS
 EOF
 }
 
-QUICK=0 INSTALL=1 KEEP=0 PGO=1 BIN_DIR="" OUT="" ONLY=a,b,c,d,e,f,g,h,i,j,k
+QUICK=0 INSTALL=1 KEEP=0 PGO=1 BIN_DIR="" PGO_GIVEN="" OUT="" ONLY=a,b,c,d,e,f,g,h,i,j,k
 while [ $# -gt 0 ]; do
     case $1 in
     --quick) QUICK=1 ;;
@@ -51,6 +56,7 @@ while [ $# -gt 0 ]; do
     --keep) KEEP=1 ;;
     --scenarios) ONLY=${2:?--scenarios needs a list}; shift ;;
     --bin-dir) BIN_DIR=$(cd "${2:?--bin-dir needs a directory}" && pwd); shift ;;
+    --pgo-bin) PGO_GIVEN=$(cd "$(dirname "${2:?--pgo-bin needs a file}")" && pwd)/$(basename "$2"); shift ;;
     --out) mkdir -p "${2:?--out needs a directory}"; OUT=$(cd "$2" && pwd); shift ;;
     -h | --help) usage; exit 0 ;;
     *) usage >&2; exit 2 ;;
@@ -61,6 +67,9 @@ done
 log() { echo "bench: [${SECONDS}s] $*" >&2; }
 die() { log "error: $*"; exit 1; }
 
+if [ -n "$PGO_GIVEN" ] && { [ -z "$BIN_DIR" ] || [ "$QUICK" = 1 ] || [ "$PGO" = 0 ]; }; then
+    die "--pgo-bin goes with --bin-dir, and not with --quick or --no-pgo"
+fi
 if [ "$QUICK" = 1 ]; then
     PGO=0
     DUR=1 WARM=0 IDLE_CONNS=500 HOLD=1 RATE=2000 ROUNDS_A=1 ROUNDS_D=1 ROUNDS_TLS=1
@@ -126,6 +135,11 @@ if [ -z "$BIN_DIR" ]; then
             die "the profile-guided build failed (see above); --no-pgo measures the plain release build"
         BUILD="profile-guided, deploy/build-pgo.sh: $PGO_BIN (bare Pingora and 'fulcrum, without PGO': cargo build --release)"
     fi
+fi
+if [ -n "$PGO_GIVEN" ]; then
+    [ -x "$PGO_GIVEN" ] || die "no profile-guided fulcrum at $PGO_GIVEN"
+    PGO_BIN=$PGO_GIVEN
+    BUILD="profile-guided, deploy/build-pgo.sh: $PGO_BIN (given by --pgo-bin; bare Pingora and 'fulcrum, without PGO': $BIN_DIR, given by --bin-dir)"
 fi
 if [ ! -x "$BIN_DIR/fulcrum" ] || [ ! -x "$BIN_DIR/fulcrum-demo-backend" ]; then
     die "no fulcrum binaries in $BIN_DIR"
