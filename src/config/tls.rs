@@ -433,6 +433,9 @@ pub struct UpstreamTls {
     pub ca: Option<Arc<[WrappedX509]>>,
     /// Client certificate chain and key, for mutual TLS.
     pub client_cert: Option<Arc<CertKey>>,
+    /// Which CAs verified a connection: Pingora's pool shares connections
+    /// between peers whose hash matches, and its hash leaves the CA out.
+    pub trust_key: u64,
 }
 
 impl std::fmt::Debug for UpstreamTls {
@@ -452,7 +455,7 @@ pub fn ca_file(at: &str, path: &Path, f: &mut Findings) -> Option<Arc<[WrappedX5
     root_store(at, path, f)?;
     let chain = read_chain(at, path, f)?;
     let certs: Vec<WrappedX509> = chain
-        .into_iter()
+        .iter()
         .map(|c| WrappedX509::new(c.as_ref().to_vec(), parse_x509))
         .collect();
     Some(Arc::from(certs))

@@ -30,6 +30,17 @@ pub(super) fn protocol(
     p
 }
 
+/// A key for the trusted CAs: their certificates' bytes (0: the system's).
+fn trust_key(ca: Option<&[pingora::utils::tls::WrappedX509]>) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let Some(ca) = ca else { return 0 };
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for c in ca {
+        c.borrow_raw_cert().hash(&mut h);
+    }
+    h.finish().max(1)
+}
+
 pub(super) fn upstream_tls(
     c: &mut Checker,
     path: &str,
@@ -87,6 +98,7 @@ pub(super) fn upstream_tls(
     Some(UpstreamTls {
         verify: raw.verify.unwrap_or(true),
         sni: raw.sni,
+        trust_key: trust_key(ca.as_deref()),
         ca,
         client_cert,
     })

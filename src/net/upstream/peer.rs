@@ -67,6 +67,9 @@ pub(crate) fn peer(server: &Server, lease: Option<&Arc<Lease>>, pool: &PoolConfi
         o.verify_cert = tls.verify;
         o.verify_hostname = tls.verify;
         o.ca = tls.ca.clone();
+        // Pingora's connection pool would otherwise let a pool ride on a
+        // connection another pool verified with other CAs (assumption 26).
+        peer.group_key = tls.trust_key;
     }
     o.alpn = match pool.protocol {
         UpstreamProtocol::Http1 => ALPN::H1,
