@@ -3,6 +3,7 @@
 
 use super::counters::Snapshot;
 use super::{selection_name, server_state, ReloadStats};
+use crate::config::DiscoverySource;
 use crate::pool::{FailureKind, Pool, Server, STATUS_CLASSES};
 use crate::runtime::Runtime;
 use serde_json::{json, Map, Value};
@@ -111,6 +112,39 @@ fn pool(p: &Pool) -> Value {
         "name": p.name(),
         "selection": selection_name(p),
         "usable": p.usable_count(),
+        "discovery": discovery(p),
         "servers": servers,
+    })
+}
+
+/// `resolve:`/`discover:` of a pool and how its lookups went; null without.
+fn discovery(p: &Pool) -> Value {
+    let (Some(d), Some(state)) = (&p.config.discovery, &p.discovery) else {
+        return Value::Null;
+    };
+    let r = state.report();
+    let (kind, names): (&str, Vec<&str>) = match &d.source {
+        DiscoverySource::Srv { name, .. } => ("srv", vec![name.as_str()]),
+        DiscoverySource::Hosts(hosts) => (
+            "resolve",
+            hosts.iter().map(|h| h.settings.name.as_str()).collect(),
+        ),
+    };
+    let resolvers: Vec<String> = d.resolvers.iter().map(|a| a.to_string()).collect();
+    json!({
+        "type": kind,
+        "names": names,
+        "resolvers": (!resolvers.is_empty()).then_some(resolvers),
+        "interval_ms": d.interval.map(|i| i.as_millis() as u64),
+        "found": r.found,
+        "successes": r.successes,
+        "failures": r.failures,
+        "consecutive_failures": r.consecutive_failures,
+        "last_success_unix_ms": r.last_success_unix_ms,
+        "last_failure_unix_ms": r.last_failure_unix_ms,
+        "last_error": r.last_error,
+        "changes": r.changes,
+        "ignored_outside_allow": r.outside_allow,
+        "ignored_over_cap": r.over_cap,
     })
 }

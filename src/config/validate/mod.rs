@@ -5,8 +5,10 @@
 //! - `mod.rs`: the document, its top-level keys, `listen`, `status`, the
 //!   access log
 //! - `pingora_settings.rs`: Pingora's own keys (`ServerConf`)
-//! - `limits.rs`, `pools.rs`, `health_check.rs`, `routes.rs`: their sections
+//! - `limits.rs`, `pools.rs`, `health_check.rs`, `discover.rs`, `routes.rs`:
+//!   their sections
 
+mod discover;
 mod health_check;
 mod limits;
 mod pingora_settings;
@@ -20,6 +22,7 @@ use super::env::expand_tree;
 use super::file::*;
 use super::pingora_keys::{is_pingora_key, rejection};
 use super::*;
+pub use discover::{MAX_INTERVAL, MIN_INTERVAL};
 use limits::limits;
 use pools::pools;
 use routes::routes;

@@ -1,0 +1,400 @@
+//! Servers from DNS, kept current: one background service looks up every
+//! pool with `resolve:` or `discover:` when due, each pool in its own task,
+//! and swaps in a new pool when the answer changes its servers. It always
+//! works from the current runtime, as the health checker does: a reload
+//! that changes or removes a pool's discovery aborts that pool's lookup in
+//! flight and drops its resolver (no task outlives its config), and a
+//! result that arrives for a discovery a reload has replaced is dropped.
+//!
+//! A start or a reload first looks up, before serving, the pools whose
+//! source has no answer yet ([`prime`]), so a pool does not start empty
+//! while DNS answers; a failure there leaves the pool with its `ip:port`
+//! servers (or, on reload, the servers it had) until the background gets
+//! an answer.
+
+use crate::config::{Config, DiscoveryConfig, DiscoverySource};
+use crate::pool::discover::{lookup, next_wait, Answer, Discovery, Found, Resolver};
+use crate::pool::membership::{self, Diff, Joining};
+use crate::runtime::{self, Runtime, SharedRuntime};
+use async_trait::async_trait;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::task::JoinHandle;
+
+/// Granularity of the scheduler.
+const TICK: Duration = Duration::from_millis(100);
+/// Longest a start or a reload waits for its first answers.
+const PRIME_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The background service.
+pub(crate) struct Discoverer {
+    runtime: SharedRuntime,
+}
+
+impl Discoverer {
+    /// Keeps the pools of whatever runtime is current up to date.
+    pub(crate) fn new(runtime: SharedRuntime) -> Self {
+        Discoverer { runtime }
+    }
+}
+
+/// One pool's discovery as the service runs it.
+struct Watch {
+    config: DiscoveryConfig,
+    state: Arc<Discovery>,
+    resolver: Option<Arc<Resolver>>,
+    due: Instant,
+    task: Option<JoinHandle<Duration>>,
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        if let Some(t) = &self.task {
+            t.abort();
+        }
+    }
+}
+
+#[async_trait]
+impl BackgroundService for Discoverer {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut watches: HashMap<String, Watch> = HashMap::new();
+        loop {
+            let rt = self.runtime.load_full();
+            // A pool gone, or whose discovery a reload changed: dropping
+            // its watch aborts its lookup and its resolver.
+            watches.retain(|name, w| {
+                rt.pool(name).is_some_and(|p| {
+                    p.config.discovery.as_ref() == Some(&w.config)
+                        && p.discovery
+                            .as_ref()
+                            .is_some_and(|s| Arc::ptr_eq(s, &w.state))
+                })
+            });
+            let now = Instant::now();
+            for pool in &rt.pools {
+                let (Some(config), Some(state)) = (&pool.config.discovery, &pool.discovery) else {
+                    continue;
+                };
+                let name = pool.name().to_string();
+                let w = watches.entry(name.clone()).or_insert_with(|| Watch {
+                    config: config.clone(),
+                    state: Arc::clone(state),
+                    resolver: None,
+                    // An answer at hand (primed or carried over a reload)
+                    // is fresh: the next lookup waits its turn.
+                    due: match state.found() {
+                        Some(_) => now + next_wait(config.interval, None),
+                        None => now,
+                    },
+                    task: None,
+                });
+                if let Some(t) = w.task.as_mut() {
+                    if !t.is_finished() {
+                        continue;
+                    }
+                    let wait = t.await.unwrap_or(Duration::ZERO);
+                    w.task = None;
+                    w.due = Instant::now() + wait.max(TICK);
+                }
+                if now < w.due {
+                    continue;
+                }
+                let resolver = match &w.resolver {
+                    Some(r) => Arc::clone(r),
+                    None => match Resolver::new(&w.config.resolvers) {
+                        Ok(r) => w.resolver.insert(Arc::new(r)).clone(),
+                        Err(e) => {
+                            failed(&name, &w.config, &w.state, pool.servers.len(), e);
+                            w.due = now + next_wait(w.config.interval, None);
+                            continue;
+                        }
+                    },
+                };
+                w.task = Some(tokio::spawn(once(
+                    Arc::clone(&self.runtime),
+                    name,
+                    w.config.clone(),
+                    Arc::clone(&w.state),
+                    resolver,
+                )));
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(TICK) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
+/// One lookup of a pool and its outcome; returns the wait until the next.
+async fn once(
+    shared: SharedRuntime,
+    pool: String,
+    config: DiscoveryConfig,
+    state: Arc<Discovery>,
+    resolver: Arc<Resolver>,
+) -> Duration {
+    let last = state.found();
+    let result = lookup(&resolver, &config, last.as_deref().map(Vec::as_slice)).await;
+    let servers = || shared.load().pool(&pool).map_or(0, |p| p.servers.len());
+    match result {
+        Ok(answer) => {
+            let wait = next_wait(config.interval, answer.ttl);
+            answered(
+                &pool,
+                &config,
+                &state,
+                &answer.found,
+                answer.outside_allow,
+                answer.over_cap,
+            );
+            if !answer.partial.is_empty() {
+                failed(&pool, &config, &state, servers(), answer.partial.join("; "));
+            }
+            if let Some(diff) = update(&shared, &pool, &config, &state, &answer.found) {
+                log::info!(
+                    "pool {pool}: DNS ({}): {}",
+                    source(&config),
+                    describe(&diff)
+                );
+            }
+            wait
+        }
+        Err(e) => {
+            failed(&pool, &config, &state, servers(), e);
+            next_wait(config.interval, None)
+        }
+    }
+}
+
+/// Records a good answer, logging the end of a failure streak and what the
+/// answer had to leave out.
+fn answered(
+    pool: &str,
+    config: &DiscoveryConfig,
+    state: &Discovery,
+    found: &[Found],
+    outside_allow: usize,
+    over_cap: usize,
+) {
+    let before = state.report();
+    let streak = state.succeeded(found.to_vec(), outside_allow, over_cap);
+    if streak > 0 {
+        log::info!(
+            "pool {pool}: DNS ({}) answers again after {streak} failed lookup(s)",
+            source(config)
+        );
+    }
+    if outside_allow > 0 && outside_allow as u64 != before.outside_allow {
+        log::warn!(
+            "pool {pool}: DNS ({}): {outside_allow} address(es) outside allow ignored",
+            source(config)
+        );
+    }
+    if over_cap > 0 && over_cap as u64 != before.over_cap {
+        log::warn!(
+            "pool {pool}: DNS ({}) gave {} addresses; the first {} are servers (primaries first, then by address), {over_cap} ignored",
+            source(config),
+            found.len() + over_cap,
+            found.len()
+        );
+    }
+}
+
+/// Records a failed lookup; the pool keeps its servers. Logged when a
+/// streak starts, then once a minute.
+fn failed(pool: &str, config: &DiscoveryConfig, state: &Discovery, servers: usize, e: String) {
+    let log = state.failed(e.clone());
+    if log {
+        log::warn!(
+            "pool {pool}: DNS lookup ({}) failed: {e}; keeping its {servers} server(s) ({} failure(s) in a row)",
+            source(config),
+            state.consecutive_failures()
+        );
+    }
+}
+
+/// What a pool looks up, for log lines.
+fn source(config: &DiscoveryConfig) -> String {
+    let names = match &config.source {
+        DiscoverySource::Srv { name, .. } => format!("SRV {name}"),
+        DiscoverySource::Hosts(hosts) => hosts
+            .iter()
+            .map(|h| h.settings.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+    };
+    match config.resolvers.as_slice() {
+        [] => names,
+        list => {
+            let r: Vec<String> = list.iter().map(|a| a.to_string()).collect();
+            format!("{names} at {}", r.join(", "))
+        }
+    }
+}
+
+fn describe(d: &Diff) -> String {
+    let list = |v: &[std::net::SocketAddr]| {
+        if v.is_empty() {
+            "none".to_string()
+        } else {
+            v.iter()
+                .map(|a| a.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    };
+    format!(
+        "servers joined: {}; left (draining): {}; changed: {}",
+        list(&d.joined),
+        list(&d.left),
+        list(&d.changed)
+    )
+}
+
+/// Makes `found` the servers of pool `name` in the running runtime, if
+/// that pool still has this discovery (a reload may have replaced it while
+/// the lookup ran) and the servers change. Servers that stay are the same
+/// objects; servers that leave are marked removed after the swap (before
+/// it, a request on the old runtime could find the pool empty), so they
+/// finish their requests in flight and get no new ones.
+pub(crate) fn update(
+    shared: &SharedRuntime,
+    name: &str,
+    config: &DiscoveryConfig,
+    state: &Arc<Discovery>,
+    found: &[Found],
+) -> Option<Diff> {
+    let _writer = runtime::writer();
+    let cur = shared.load_full();
+    let i = cur.pools.iter().position(|p| p.name() == name)?;
+    let pool = &cur.pools[i];
+    let ours = pool.config.discovery.as_ref() == Some(config)
+        && pool
+            .discovery
+            .as_ref()
+            .is_some_and(|s| Arc::ptr_eq(s, state));
+    if !ours {
+        return None;
+    }
+    let members = membership::members(&cur.config.pools[i], found);
+    let diff = membership::diff(&pool.config.servers, &members);
+    if diff.is_empty() {
+        return None;
+    }
+    let mut next = cur.fork();
+    next.pools[i] = Arc::new(pool.with_members(members, Joining::Discovered));
+    shared.store(Arc::new(next));
+    for s in &pool.servers {
+        if diff.left.contains(&s.addr) {
+            s.set_removed();
+        }
+    }
+    state.changed();
+    Some(diff)
+}
+
+/// The first answers of a start or a reload, by pool name.
+#[derive(Default)]
+pub(crate) struct Primed(Vec<(String, Result<Answer, String>)>);
+
+/// Looks up, all at once and within [`PRIME_TIMEOUT`], the pools of
+/// `config` whose source has no answer in `running` to carry on. Runs on
+/// a thread and runtime of its own: a start has no runtime yet, a reload
+/// runs on a blocking thread of one.
+pub(crate) fn prime(config: &Config, running: Option<&Runtime>) -> Primed {
+    let todo: Vec<(String, DiscoveryConfig)> = config
+        .pools
+        .iter()
+        .filter(|p| {
+            let prev = running.and_then(|r| r.pool(&p.name)).map(|p| &**p);
+            p.discovery.is_some() && !membership::has_answer(p, prev)
+        })
+        .map(|p| (p.name.clone(), p.discovery.clone().expect("filtered")))
+        .collect();
+    if todo.is_empty() {
+        return Primed::default();
+    }
+    let lookups = async {
+        let all = todo.iter().map(|(name, d)| async move {
+            let result = async {
+                let resolver = Resolver::new(&d.resolvers)?;
+                match tokio::time::timeout(PRIME_TIMEOUT, lookup(&resolver, d, None)).await {
+                    Ok(r) => r,
+                    Err(_) => Err(format!("no answer within {}s", PRIME_TIMEOUT.as_secs())),
+                }
+            }
+            .await;
+            (name.clone(), result)
+        });
+        futures_util::future::join_all(all).await
+    };
+    let done = std::thread::scope(|s| {
+        s.spawn(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map(|rt| rt.block_on(lookups))
+                .map_err(|e| e.to_string())
+        })
+        .join()
+    });
+    match done {
+        Ok(Ok(results)) => Primed(results),
+        Ok(Err(e)) => {
+            log::error!("DNS lookups before serving: cannot start a runtime: {e}");
+            Primed::default()
+        }
+        Err(_) => {
+            log::error!("DNS lookups before serving: the lookup thread panicked");
+            Primed::default()
+        }
+    }
+}
+
+impl Primed {
+    /// Gives the pools of `rt`, not yet running, their first answers.
+    pub(crate) fn seed(self, rt: &mut Runtime) {
+        for (name, result) in self.0 {
+            let Some(i) = rt.pools.iter().position(|p| p.name() == name) else {
+                continue;
+            };
+            let pool = Arc::clone(&rt.pools[i]);
+            let (Some(config), Some(state)) = (&pool.config.discovery, &pool.discovery) else {
+                continue;
+            };
+            match result {
+                Ok(answer) => {
+                    answered(
+                        &name,
+                        config,
+                        state,
+                        &answer.found,
+                        answer.outside_allow,
+                        answer.over_cap,
+                    );
+                    if !answer.partial.is_empty() {
+                        failed(&name, config, state, 0, answer.partial.join("; "));
+                    }
+                    let members = membership::members(&rt.config.pools[i], &answer.found);
+                    let why = if rt.generation == 1 {
+                        Joining::Start
+                    } else {
+                        Joining::Reload
+                    };
+                    rt.pools[i] = Arc::new(pool.with_members(members, why));
+                    log::info!(
+                        "pool {name}: DNS ({}): {} server(s)",
+                        source(config),
+                        rt.pools[i].servers.len()
+                    );
+                }
+                Err(e) => failed(&name, config, state, pool.servers.len(), e),
+            }
+        }
+    }
+}
