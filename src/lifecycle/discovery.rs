@@ -398,3 +398,125 @@ impl Primed {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pool::now_ms;
+    use arc_swap::ArcSwap;
+
+    const DOC: &str = "listen: [\"127.0.0.1:8080\"]\npools:\n  p:\n    max_fails: 2\n    discover: { srv: _p._tcp.example, resolvers: [\"127.0.0.1:53\"], interval: 1s }\n  q:\n    servers: [{ addr: \"127.0.0.1:9\" }]\nroutes:\n  - { prefix: /, pool: p }\n";
+
+    fn config(doc: &str) -> Config {
+        crate::config::from_str(doc, &|_| None).unwrap().config
+    }
+
+    fn found(list: &[(&str, u32, bool)]) -> Vec<Found> {
+        list.iter()
+            .map(|(a, weight, backup)| Found {
+                addr: a.parse().unwrap(),
+                from: 0,
+                weight: *weight,
+                backup: *backup,
+            })
+            .collect()
+    }
+
+    fn servers(shared: &SharedRuntime) -> Vec<(String, u32, bool)> {
+        shared.load().pools[0]
+            .servers
+            .iter()
+            .map(|s| (s.addr.to_string(), s.weight(), s.is_backup()))
+            .collect()
+    }
+
+    #[test]
+    fn an_answer_joins_keeps_and_drains_servers() {
+        let shared: SharedRuntime =
+            Arc::new(ArcSwap::from_pointee(Runtime::build(config(DOC), None, 1)));
+        let rt = shared.load_full();
+        assert!(rt.pools[0].servers.is_empty(), "no answer yet");
+        let d = rt.pools[0].config.discovery.clone().unwrap();
+        let state = Arc::clone(rt.pools[0].discovery.as_ref().unwrap());
+        let other_pool = Arc::clone(&rt.pools[1]);
+
+        let first = found(&[("10.0.0.1:80", 5, false), ("10.0.0.2:80", 1, true)]);
+        let diff = update(&shared, "p", &d, &state, &first).unwrap();
+        assert_eq!(diff.joined.len(), 2);
+        assert_eq!(
+            servers(&shared),
+            [
+                ("10.0.0.1:80".to_string(), 5, false),
+                ("10.0.0.2:80".to_string(), 1, true)
+            ]
+        );
+        let a = Arc::clone(&shared.load().pools[0].servers[0]);
+        let b = Arc::clone(&shared.load().pools[0].servers[1]);
+        let in_flight = a.begin(now_ms()).unwrap();
+        let on_b = b.begin(now_ms()).unwrap();
+
+        // b leaves, c joins, a stays (same state) with a new weight.
+        let second = found(&[("10.0.0.1:80", 7, false), ("10.0.0.3:80", 1, false)]);
+        let diff = update(&shared, "p", &d, &state, &second).unwrap();
+        assert_eq!(
+            (diff.joined.len(), diff.changed.len(), diff.left.len()),
+            (1, 1, 1)
+        );
+        let now = shared.load();
+        assert!(Arc::ptr_eq(&now.pools[0].servers[0], &a));
+        assert_eq!((a.in_flight(), a.weight()), (1, 7));
+        assert!(b.is_removed() && !a.is_removed());
+        assert_eq!(b.in_flight(), 1, "b finishes what it has");
+        assert!(
+            Arc::ptr_eq(&now.pools[1], &other_pool),
+            "other pools are untouched"
+        );
+        assert_eq!(now.generation, 1, "not a reload");
+        drop((in_flight, on_b));
+        assert_eq!((a.in_flight(), b.in_flight()), (0, 0));
+
+        // The same answer changes nothing; one for a replaced discovery is dropped.
+        assert!(update(&shared, "p", &d, &state, &second).is_none());
+        let mut other = d.clone();
+        other.interval = Some(std::time::Duration::from_secs(2));
+        let third = found(&[("10.0.0.9:80", 1, false)]);
+        assert!(update(&shared, "p", &other, &state, &third).is_none());
+        assert!(update(&shared, "p", &d, &Arc::default(), &third).is_none());
+        assert_eq!(state.report().changes, 2);
+    }
+
+    #[test]
+    fn a_reload_carries_the_last_answer_under_new_settings() {
+        let shared: SharedRuntime =
+            Arc::new(ArcSwap::from_pointee(Runtime::build(config(DOC), None, 1)));
+        let rt = shared.load_full();
+        let d = rt.pools[0].config.discovery.clone().unwrap();
+        let state = Arc::clone(rt.pools[0].discovery.as_ref().unwrap());
+        let answer = found(&[("10.0.0.1:80", 1, false)]);
+        state.succeeded(answer.clone(), 0, 0);
+        update(&shared, "p", &d, &state, &answer).unwrap();
+        let a = Arc::clone(&shared.load().pools[0].servers[0]);
+
+        // Same SRV name, other interval and max_fails: nothing looked up again.
+        let doc = DOC
+            .replace("interval: 1s", "interval: 3s")
+            .replace("max_fails: 2", "max_fails: 4");
+        let next_config = config(&doc);
+        let old = shared.load_full();
+        assert!(prime(&next_config, Some(&old)).0.is_empty());
+        let next = Runtime::build(next_config, Some(&old), 2);
+        let p = &next.pools[0];
+        assert!(Arc::ptr_eq(&p.servers[0], &a));
+        assert!(Arc::ptr_eq(p.discovery.as_ref().unwrap(), &state));
+        assert_eq!(p.config.servers[0].max_fails, 4);
+
+        // Another SRV name: the servers stay until its first answer, the
+        // state starts over.
+        let moved = config(&DOC.replace("_p._tcp", "_other._tcp"));
+        let next = Runtime::build(moved, Some(&old), 2);
+        let p = &next.pools[0];
+        assert!(Arc::ptr_eq(&p.servers[0], &a));
+        assert!(!Arc::ptr_eq(p.discovery.as_ref().unwrap(), &state));
+        assert!(p.discovery.as_ref().unwrap().found().is_none());
+    }
+}

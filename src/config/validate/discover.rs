@@ -218,3 +218,145 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod document_tests {
+    use crate::config::{from_str, DiscoverySource};
+    use std::time::Duration;
+
+    fn errors(doc: &str) -> Vec<String> {
+        match from_str(doc, &|_| None) {
+            Ok(_) => vec![],
+            Err(e) => e.0,
+        }
+    }
+
+    fn rejects(pool: &str, path: &str, needle: &str) {
+        let doc = format!("pools:\n  p:\n{pool}");
+        let errs = errors(&doc);
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with(path) && e.contains(needle)),
+            "expected {path}: ...{needle}..., got {errs:#?}"
+        );
+    }
+
+    #[test]
+    fn discover_and_resolve_become_the_model() {
+        let doc = "pools:\n  users:\n    max_fails: 3\n    fail_timeout: 7s\n    discover: { srv: _users._tcp.service.consul, resolvers: [\"127.0.0.1:8600\", \"[::1]:53\"], interval: 5s, allow: [10.0.0.0/8] }\n  web:\n    resolve: {}\n    servers:\n      - { addr: \"web.internal:8080\", weight: 3, backup: true }\n      - addr: \"127.0.0.1:9\"\n";
+        let c = from_str(doc, &|_| None).unwrap().config;
+        let users = &c.pools[0];
+        assert!(users.servers.is_empty());
+        let d = users.discovery.as_ref().unwrap();
+        assert_eq!(
+            d.source,
+            DiscoverySource::Srv {
+                name: "_users._tcp.service.consul".into(),
+                max_fails: 3,
+                fail_timeout: Duration::from_secs(7)
+            }
+        );
+        assert_eq!(d.resolvers.len(), 2);
+        assert_eq!(d.interval, Some(Duration::from_secs(5)));
+        assert!(d.allow[0].contains("10.1.2.3".parse().unwrap()));
+        let web = &c.pools[1];
+        assert_eq!(web.servers.len(), 1, "the ip:port server stays static");
+        let d = web.discovery.as_ref().unwrap();
+        assert_eq!((d.interval, d.resolvers.len()), (None, 0));
+        let DiscoverySource::Hosts(hosts) = &d.source else {
+            panic!("{d:?}")
+        };
+        assert_eq!(
+            (hosts[0].host.as_str(), hosts[0].port),
+            ("web.internal", 8080)
+        );
+        assert_eq!(hosts[0].settings.weight, 3);
+        assert!(hosts[0].settings.backup);
+    }
+
+    #[test]
+    fn a_host_name_under_resolve_is_not_looked_up_at_load() {
+        // .invalid never resolves (RFC 6761): without resolve it is an error.
+        let with = "pools:\n  p:\n    resolve: { interval: 2s }\n    servers: [{ addr: \"x.invalid:80\" }]\n";
+        assert_eq!(errors(with), Vec::<String>::new());
+        let without = "pools:\n  p:\n    servers: [{ addr: \"x.invalid:80\" }]\n";
+        assert!(errors(without)[0].contains("cannot resolve"));
+    }
+
+    #[test]
+    fn bad_discovery_keys_name_their_field() {
+        rejects(
+            "    discover: { srv: users.service.consul }\n",
+            "pools.p.discover.srv",
+            "is not an SRV name _service._proto.name",
+        );
+        rejects("    discover: {}\n", "pools.p.discover.srv", "missing");
+        rejects(
+            "    discover: { srv: _a._tcp.x, resolvers: [\"127.0.0.1\"] }\n",
+            "pools.p.discover.resolvers[0]",
+            "is not an ip:port address",
+        );
+        rejects(
+            "    discover: { srv: _a._tcp.x, resolvers: [\"dns.example:53\"] }\n",
+            "pools.p.discover.resolvers[0]",
+            "is not an ip:port address",
+        );
+        rejects(
+            "    discover: { srv: _a._tcp.x, resolvers: [] }\n",
+            "pools.p.discover.resolvers",
+            "at least one",
+        );
+        for bad in ["0", "0s", "500ms", "2h", "100000h"] {
+            rejects(
+                &format!("    discover: {{ srv: _a._tcp.x, interval: \"{bad}\" }}\n"),
+                "pools.p.discover.interval",
+                "out of range: 1s to 1h",
+            );
+        }
+        rejects(
+            "    discover: { srv: _a._tcp.x, interval: 5 }\n",
+            "pools.p.discover.interval",
+            "expected a string",
+        );
+        rejects(
+            "    discover: { srv: _a._tcp.x, allow: [10.0.0.0/33] }\n",
+            "pools.p.discover.allow[0]",
+            "invalid prefix length",
+        );
+        rejects(
+            "    discover: { srv: _a._tcp.x }\n    servers: [{ addr: \"127.0.0.1:1\" }]\n",
+            "pools.p.servers",
+            "remove servers",
+        );
+        rejects(
+            "    discover: { srv: _a._tcp.x, weight: 2 }\n",
+            "pools.p.discover",
+            "unknown field `weight`",
+        );
+        rejects(
+            "    resolve: {}\n    discover: { srv: _a._tcp.x }\n",
+            "pools.p.discover",
+            "not both",
+        );
+        rejects(
+            "    resolve: {}\n    servers: [{ addr: \"127.0.0.1:1\" }]\n",
+            "pools.p.resolve",
+            "no server addr of this pool is a host name",
+        );
+        rejects(
+            "    resolve: { srv: _a._tcp.x }\n    servers: [{ addr: \"a.example:1\" }]\n",
+            "pools.p.resolve",
+            "unknown field `srv`",
+        );
+        rejects(
+            "    resolve: {}\n    servers: [{ addr: \"a.example:1\" }, { addr: \"a.example:1\" }]\n",
+            "pools.p.servers[1].addr",
+            "already a server",
+        );
+        rejects(
+            "    resolve: {}\n    servers: [{ addr: \"bad_host name:1\" }]\n",
+            "pools.p.servers[0].addr",
+            "is not host:port",
+        );
+    }
+}

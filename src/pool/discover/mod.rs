@@ -17,6 +17,7 @@ pub(crate) use resolve::{lookup, Answer, Resolver};
 pub(crate) use state::Discovery;
 
 use std::cmp::Reverse;
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -64,7 +65,8 @@ pub(crate) struct Found {
 /// and keeps at most [`MAX_SERVERS`]. Returns the number cut by the cap.
 pub(crate) fn settle(found: &mut Vec<Found>) -> usize {
     found.sort_by_key(|f| (f.backup, f.addr, f.from, Reverse(f.weight)));
-    found.dedup_by(|b, a| a.addr == b.addr);
+    let mut seen = HashSet::new();
+    found.retain(|f| seen.insert(f.addr));
     let over = found.len().saturating_sub(MAX_SERVERS);
     found.truncate(MAX_SERVERS);
     over
