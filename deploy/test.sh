@@ -4,7 +4,8 @@
 # zlib-ng; iproute2 and curl for the network-namespace tests; shellcheck for
 # the deploy scripts; Chromium for the status page test; nginx, HAProxy and
 # wrk for the benchmark smoke test; dpkg-dev, logrotate and man-db for the
-# package test, which installs cargo-deb with cargo) when missing.
+# package test, which installs cargo-deb with cargo; dnsmasq for the DNS
+# discovery tests) when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,6 +24,8 @@ command -v wrk >/dev/null || need+=(wrk)
 command -v dpkg-shlibdeps >/dev/null || need+=(dpkg-dev)
 command -v logrotate >/dev/null || [ -x /usr/sbin/logrotate ] || need+=(logrotate)
 command -v man >/dev/null || need+=(man-db)
+# The DNS discovery tests' DNS server (the binary, without the service).
+[ -x /usr/sbin/dnsmasq ] || need+=(dnsmasq-base)
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" -eq 0 ]; then SUDO=(); else SUDO=(sudo); fi
     echo "test.sh: installing ${need[*]}"

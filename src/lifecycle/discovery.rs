@@ -1,10 +1,11 @@
-//! Servers from DNS, kept current: one background service looks up every
-//! pool with `resolve:` or `discover:` when due, each pool in its own task,
-//! and swaps in a new pool when the answer changes its servers. It always
-//! works from the current runtime, as the health checker does: a reload
-//! that changes or removes a pool's discovery aborts that pool's lookup in
-//! flight and drops its resolver (no task outlives its config), and a
-//! result that arrives for a discovery a reload has replaced is dropped.
+//! Servers from DNS, kept current: one background service runs a task per
+//! pool with `resolve:` or `discover:`, which looks the pool's source up
+//! every interval and swaps in a new pool when the answer changes its
+//! servers. The service follows the current runtime, as the health checker
+//! does: a reload that changes or removes a pool's discovery aborts that
+//! pool's task, with its lookup in flight and its resolver (no task
+//! outlives its config), and an answer that lands for a discovery a
+//! reload has just replaced is dropped.
 //!
 //! A start or a reload first looks up, before serving, the pools whose
 //! source has no answer yet ([`prime`]), so a pool does not start empty
@@ -21,10 +22,10 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::task::JoinHandle;
 
-/// Granularity of the scheduler.
+/// How soon a reload's change of discovery is picked up.
 const TICK: Duration = Duration::from_millis(100);
 /// Longest a start or a reload waits for its first answers.
 const PRIME_TIMEOUT: Duration = Duration::from_secs(5);
@@ -41,20 +42,18 @@ impl Discoverer {
     }
 }
 
-/// One pool's discovery as the service runs it.
+/// One pool's discovery as the service runs it: a task that looks up,
+/// waits, and looks up again until it is aborted (dropping the watch).
 struct Watch {
     config: DiscoveryConfig,
     state: Arc<Discovery>,
-    resolver: Option<Arc<Resolver>>,
-    due: Instant,
-    task: Option<JoinHandle<Duration>>,
+    task: JoinHandle<()>,
 }
 
 impl Drop for Watch {
     fn drop(&mut self) {
-        if let Some(t) = &self.task {
-            t.abort();
-        }
+        // Also ends its resolver, which the task owns.
+        self.task.abort();
     }
 }
 
@@ -64,8 +63,7 @@ impl BackgroundService for Discoverer {
         let mut watches: HashMap<String, Watch> = HashMap::new();
         loop {
             let rt = self.runtime.load_full();
-            // A pool gone, or whose discovery a reload changed: dropping
-            // its watch aborts its lookup and its resolver.
+            // A pool gone, or whose discovery a reload changed.
             watches.retain(|name, w| {
                 rt.pool(name).is_some_and(|p| {
                     p.config.discovery.as_ref() == Some(&w.config)
@@ -74,53 +72,35 @@ impl BackgroundService for Discoverer {
                             .is_some_and(|s| Arc::ptr_eq(s, &w.state))
                 })
             });
-            let now = Instant::now();
             for pool in &rt.pools {
                 let (Some(config), Some(state)) = (&pool.config.discovery, &pool.discovery) else {
                     continue;
                 };
-                let name = pool.name().to_string();
-                let w = watches.entry(name.clone()).or_insert_with(|| Watch {
-                    config: config.clone(),
-                    state: Arc::clone(state),
-                    resolver: None,
-                    // An answer at hand (primed or carried over a reload)
-                    // is fresh: the next lookup waits its turn.
-                    due: match state.found() {
-                        Some(_) => now + next_wait(config.interval, None),
-                        None => now,
-                    },
-                    task: None,
-                });
-                if let Some(t) = w.task.as_mut() {
-                    if !t.is_finished() {
-                        continue;
-                    }
-                    let wait = t.await.unwrap_or(Duration::ZERO);
-                    w.task = None;
-                    w.due = Instant::now() + wait.max(TICK);
-                }
-                if now < w.due {
+                let name = pool.name();
+                if watches.contains_key(name) {
                     continue;
                 }
-                let resolver = match &w.resolver {
-                    Some(r) => Arc::clone(r),
-                    None => match Resolver::new(&w.config.resolvers) {
-                        Ok(r) => w.resolver.insert(Arc::new(r)).clone(),
-                        Err(e) => {
-                            failed(&name, &w.config, &w.state, pool.servers.len(), e);
-                            w.due = now + next_wait(w.config.interval, None);
-                            continue;
-                        }
-                    },
+                // An answer at hand (primed, or carried over a reload) is
+                // fresh: the first lookup waits its turn.
+                let first = match state.found() {
+                    Some(_) => next_wait(config.interval, None),
+                    None => Duration::ZERO,
                 };
-                w.task = Some(tokio::spawn(once(
+                let task = tokio::spawn(watch(
                     Arc::clone(&self.runtime),
-                    name,
-                    w.config.clone(),
-                    Arc::clone(&w.state),
-                    resolver,
-                )));
+                    name.to_string(),
+                    config.clone(),
+                    Arc::clone(state),
+                    first,
+                ));
+                watches.insert(
+                    name.to_string(),
+                    Watch {
+                        config: config.clone(),
+                        state: Arc::clone(state),
+                        task,
+                    },
+                );
             }
             tokio::select! {
                 _ = tokio::time::sleep(TICK) => {}
@@ -130,42 +110,64 @@ impl BackgroundService for Discoverer {
     }
 }
 
-/// One lookup of a pool and its outcome; returns the wait until the next.
-async fn once(
+/// A pool's lookups, `first` from now, then each `interval` (or TTL) after
+/// the start of the one before.
+async fn watch(
     shared: SharedRuntime,
     pool: String,
     config: DiscoveryConfig,
     state: Arc<Discovery>,
-    resolver: Arc<Resolver>,
+    first: Duration,
+) {
+    tokio::time::sleep(first).await;
+    let servers = || shared.load().pool(&pool).map_or(0, |p| p.servers.len());
+    let resolver = loop {
+        match Resolver::new(&config.resolvers) {
+            Ok(r) => break r,
+            Err(e) => {
+                failed(&pool, &config, &state, servers(), e);
+                tokio::time::sleep(next_wait(config.interval, None)).await;
+            }
+        }
+    };
+    loop {
+        let started = tokio::time::Instant::now();
+        let wait = once(&shared, &pool, &config, &state, &resolver).await;
+        tokio::time::sleep_until(started + wait).await;
+    }
+}
+
+/// One lookup of a pool and its outcome; returns the wait until the next.
+async fn once(
+    shared: &SharedRuntime,
+    pool: &str,
+    config: &DiscoveryConfig,
+    state: &Arc<Discovery>,
+    resolver: &Resolver,
 ) -> Duration {
     let last = state.found();
-    let result = lookup(&resolver, &config, last.as_deref().map(Vec::as_slice)).await;
-    let servers = || shared.load().pool(&pool).map_or(0, |p| p.servers.len());
+    let result = lookup(resolver, config, last.as_deref().map(Vec::as_slice)).await;
+    let servers = || shared.load().pool(pool).map_or(0, |p| p.servers.len());
     match result {
         Ok(answer) => {
-            let wait = next_wait(config.interval, answer.ttl);
             answered(
-                &pool,
-                &config,
-                &state,
+                pool,
+                config,
+                state,
                 &answer.found,
                 answer.outside_allow,
                 answer.over_cap,
             );
             if !answer.partial.is_empty() {
-                failed(&pool, &config, &state, servers(), answer.partial.join("; "));
+                failed(pool, config, state, servers(), answer.partial.join("; "));
             }
-            if let Some(diff) = update(&shared, &pool, &config, &state, &answer.found) {
-                log::info!(
-                    "pool {pool}: DNS ({}): {}",
-                    source(&config),
-                    describe(&diff)
-                );
+            if let Some(diff) = update(shared, pool, config, state, &answer.found) {
+                log::info!("pool {pool}: DNS ({}): {}", source(config), describe(&diff));
             }
-            wait
+            next_wait(config.interval, answer.ttl)
         }
         Err(e) => {
-            failed(&pool, &config, &state, servers(), e);
+            failed(pool, config, state, servers(), e);
             next_wait(config.interval, None)
         }
     }

@@ -18,6 +18,8 @@ mod common;
 mod ewma;
 mod least_conn;
 mod routing;
+// Servers from DNS.
+mod dns;
 mod upstream_pool;
 mod workers;
 
