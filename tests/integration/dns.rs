@@ -46,7 +46,14 @@ impl Dnsmasq {
             .local_addr()
             .unwrap()
             .port();
-        let child = Command::new(DNSMASQ)
+        let mut cmd = Command::new(DNSMASQ);
+        // As root it would switch to its own user, who may not read the
+        // test's scratch files.
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            cmd.arg("--user=root");
+        }
+        let child = cmd
             .arg("--no-daemon")
             .arg(format!("--port={port}"))
             .args(["--listen-address=127.0.0.1", "--bind-interfaces"])
