@@ -40,45 +40,54 @@ impl Dnsmasq {
             ),
         )
         .unwrap();
-        // UDP and TCP on one port; a moment ago free for UDP.
-        let port = UdpSocket::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut cmd = Command::new(DNSMASQ);
-        // As root it would switch to its own user, who may not read the
-        // test's scratch files.
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } == 0 {
-            cmd.arg("--user=root");
+        // dnsmasq takes UDP and TCP on one port: try ports free for both
+        // a moment ago until one is still free when it binds.
+        for _ in 0..20 {
+            let Some(port) = free_udp_and_tcp_port() else {
+                continue;
+            };
+            let mut cmd = Command::new(DNSMASQ);
+            // As root it would switch to its own user, who may not read the
+            // test's scratch files.
+            // SAFETY: geteuid has no preconditions.
+            if unsafe { libc::geteuid() } == 0 {
+                cmd.arg("--user=root");
+            }
+            let mut child = cmd
+                .arg("--no-daemon")
+                .arg(format!("--port={port}"))
+                .args(["--listen-address=127.0.0.1", "--bind-interfaces"])
+                .args(["--no-resolv", "--no-hosts"])
+                .arg(format!("--conf-file={}", conf_path.display()))
+                .arg(format!("--pid-file={}", dir.path("pid").display()))
+                .stdout(Stdio::null())
+                .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
+                .spawn()
+                .expect("start dnsmasq (Debian package dnsmasq-base; deploy/test.sh installs it)");
+            let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+            let mut exited = false;
+            let up = wait_until(Duration::from_secs(10), || {
+                exited = matches!(child.try_wait(), Ok(Some(_)));
+                exited || TcpStream::connect(addr).is_ok()
+            });
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if exited && text.contains("Address already in use") {
+                continue;
+            }
+            if !up || exited {
+                stop_child(&mut child, Duration::from_secs(2));
+                panic!("dnsmasq did not start: {text}");
+            }
+            return Dnsmasq {
+                child,
+                port,
+                hosts: hosts_path,
+                log,
+                _dir: dir,
+                _shared: shared,
+            };
         }
-        let child = cmd
-            .arg("--no-daemon")
-            .arg(format!("--port={port}"))
-            .args(["--listen-address=127.0.0.1", "--bind-interfaces"])
-            .args(["--no-resolv", "--no-hosts"])
-            .arg(format!("--conf-file={}", conf_path.display()))
-            .arg(format!("--pid-file={}", dir.path("pid").display()))
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
-            .spawn()
-            .expect("start dnsmasq (Debian package dnsmasq-base; deploy/test.sh installs it)");
-        let d = Dnsmasq {
-            child,
-            port,
-            hosts: hosts_path,
-            log,
-            _dir: dir,
-            _shared: shared,
-        };
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        assert!(
-            wait_until(Duration::from_secs(10), || TcpStream::connect(addr).is_ok()),
-            "dnsmasq did not start: {}",
-            std::fs::read_to_string(&d.log).unwrap_or_default()
-        );
-        d
+        panic!("no port for dnsmasq after 20 tries");
     }
 
     fn addr(&self) -> String {
@@ -119,6 +128,14 @@ impl Drop for Dnsmasq {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// A loopback port that was free for both UDP and TCP a moment ago.
+fn free_udp_and_tcp_port() -> Option<u16> {
+    let tcp = std::net::TcpListener::bind("127.0.0.1:0").ok()?;
+    let port = tcp.local_addr().ok()?.port();
+    UdpSocket::bind(("127.0.0.1", port)).ok()?;
+    Some(port)
 }
 
 /// The `resolved` addresses of a pool's servers in the JSON status, sorted,
