@@ -5,7 +5,9 @@
 # the deploy scripts; Chromium for the status page test; nginx, HAProxy, wrk,
 # h2load (nghttp2-client), openssl and cc for the benchmark smoke test;
 # dpkg-dev, logrotate and man-db for the package test, which installs
-# cargo-deb with cargo) when missing.
+# cargo-deb with cargo; dnsmasq for the DNS discovery tests; tcpdump for the
+# encrypted two-machine test; python3 with h2 and grpcio for the HTTP/2 and
+# gRPC tests) when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -39,6 +41,8 @@ command -v man >/dev/null || need+=(man-db)
 command -v openssl >/dev/null || need+=(openssl)
 command -v python3 >/dev/null || need+=(python3)
 python3 -c 'import h2, grpc' 2>/dev/null || python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
+# The DNS discovery tests' DNS server (the binary, without the service).
+[ -x /usr/sbin/dnsmasq ] || need+=(dnsmasq-base)
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" -eq 0 ]; then SUDO=(); else SUDO=(sudo); fi
     echo "test.sh: installing ${need[*]}"

@@ -4,13 +4,15 @@
 //! ceiling Pingora gets for a config ([`retry_limit`]), which the start
 //! sets and a reload checks.
 
-use crate::config::Config;
+use crate::config::{Config, PoolConfig};
+use crate::pool::discover::MAX_SERVERS;
+use crate::pool::membership::{self, Joining};
 use crate::pool::{Pool, ServerRegistry};
 use crate::router::RouteStats;
 use crate::router::{Route, Router};
 use arc_swap::ArcSwap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 /// One generation of routes and pools. (`pub`: the health checker's
 /// constructor takes the shared runtime.)
@@ -37,23 +39,27 @@ impl Runtime {
     /// name and address) keep their counters and health state.
     pub(crate) fn build(config: Config, previous: Option<&Runtime>, generation: u64) -> Runtime {
         let registry: ServerRegistry = previous.map(Runtime::servers).unwrap_or_default();
-        let now = crate::clock::now_ms();
+        let why = match previous {
+            None => Joining::Start,
+            Some(_) => Joining::Reload,
+        };
         let pools: Vec<Arc<Pool>> = config
             .pools
             .iter()
             .map(|pc| {
-                let mut pool = Pool::new(pc.clone(), &registry);
-                if let Some(prev) = previous {
-                    // A server a reload adds becomes usable: it warms up
-                    // (not at start: those servers were serving before).
-                    for s in &pool.servers {
-                        if !registry.contains_key(&(pc.name.clone(), s.addr)) {
-                            s.warm_up(now);
-                        }
-                    }
-                    if let Some(old) = prev.pool(&pc.name) {
-                        pool.keep_queue_of(old);
-                    }
+                let prev = previous.and_then(|p| p.pool(&pc.name)).map(|p| &**p);
+                let mut pool = if pc.discovery.is_none() {
+                    Pool::build(pc.clone(), &registry, why, None)
+                } else {
+                    let (servers, state) = membership::carry(pc, prev);
+                    let pc = PoolConfig {
+                        servers,
+                        ..pc.clone()
+                    };
+                    Pool::build(pc, &registry, why, Some(state))
+                };
+                if let Some(old) = prev {
+                    pool.keep_queue_of(old);
                 }
                 Arc::new(pool)
             })
@@ -148,10 +154,32 @@ impl Runtime {
             .collect()
     }
 
+    /// A copy sharing this runtime's pools, routes and counters, to build
+    /// the next runtime from when only a pool's members change.
+    pub(crate) fn fork(&self) -> Runtime {
+        Runtime {
+            config: self.config.clone(),
+            router: self.router.clone(),
+            listen_routers: self.listen_routers.clone(),
+            pools: self.pools.clone(),
+            generation: self.generation,
+            route_stats: self.route_stats.clone(),
+        }
+    }
+
     /// Looks a pool up by name.
     pub(crate) fn pool(&self, name: &str) -> Option<&Arc<Pool>> {
         self.pools.iter().find(|p| p.name() == name)
     }
+}
+
+/// Held by whoever replaces the running runtime (a reload, a discovery
+/// update) from reading it to storing the next one, so that neither builds
+/// on a runtime the other is replacing and undoes its change. Requests
+/// never take it.
+pub(crate) fn writer() -> MutexGuard<'static, ()> {
+    static WRITER: Mutex<()> = Mutex::new(());
+    WRITER.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Pingora stops retrying after `max_retries` attempts; raise it so that our
@@ -160,7 +188,15 @@ pub(crate) fn retry_limit(config: &Config, max_retries: usize) -> usize {
     let largest_pool = config
         .pools
         .iter()
-        .map(|p| p.servers.len())
+        // A pool from DNS may grow to the cap after the start.
+        .map(|p| {
+            p.servers.len()
+                + if p.discovery.is_some() {
+                    MAX_SERVERS
+                } else {
+                    0
+                }
+        })
         .max()
         .unwrap_or(1);
     let largest_tries = config

@@ -63,6 +63,27 @@ pub struct RawPool {
     pub tls: Option<RawUpstreamTls>,
     pub protocol: Option<String>,
     pub servers: Option<Vec<Value>>,
+    pub resolve: Option<RawResolve>,
+    pub discover: Option<RawDiscover>,
+}
+
+/// `resolve:` inside a pool: re-resolve the servers' host names.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawResolve {
+    pub interval: Option<String>,
+    pub resolvers: Option<Vec<String>>,
+    pub allow: Option<Vec<String>>,
+}
+
+/// `discover:` inside a pool: servers from an SRV name.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDiscover {
+    pub srv: Option<String>,
+    pub interval: Option<String>,
+    pub resolvers: Option<Vec<String>>,
+    pub allow: Option<Vec<String>>,
 }
 
 /// `tls:` inside a pool.

@@ -22,6 +22,9 @@ pub use cidr::Cidr;
 pub use duration::parse_duration;
 pub use pingora_keys::{pingora_keys, REJECTED as REJECTED_PINGORA_KEYS};
 pub use size::parse_size;
+pub use validate::{
+    MAX_INTERVAL as MAX_DISCOVERY_INTERVAL, MIN_INTERVAL as MIN_DISCOVERY_INTERVAL,
+};
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -238,8 +241,58 @@ pub struct PoolConfig {
     /// Where requests wait when every usable server is at `max_conns`;
     /// `None`: they are answered 503 at once.
     pub queue: Option<QueueConfig>,
-    /// Servers, in file order.
+    /// Servers, in file order. With `resolve:` only those written as
+    /// `ip:port`; with `discover:` none. (A running pool's own copy holds
+    /// its current members, discovered ones included.)
     pub servers: Vec<ServerConfig>,
+    /// `resolve:` or `discover:`: servers found through DNS.
+    pub discovery: Option<DiscoveryConfig>,
+}
+
+/// `pools.*.resolve` or `pools.*.discover`: servers found through DNS, in the
+/// background (`pool/discover/`, `lifecycle/discovery.rs`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiscoveryConfig {
+    /// What is looked up.
+    pub source: DiscoverySource,
+    /// DNS servers asked (UDP, then TCP for a truncated answer); empty: the
+    /// system's `/etc/resolv.conf`.
+    pub resolvers: Vec<SocketAddr>,
+    /// Time between two lookups; `None`: the answer's TTL, clamped.
+    pub interval: Option<Duration>,
+    /// Only addresses in these blocks become servers; empty: any address.
+    pub allow: Vec<Cidr>,
+}
+
+/// Where a pool's discovered servers come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DiscoverySource {
+    /// `discover.srv`: one SRV name; its servers take the pool's
+    /// `max_fails` and `fail_timeout`, their weight and tier from the record.
+    Srv {
+        /// `_service._proto.name`.
+        name: String,
+        /// The pool's `max_fails`.
+        max_fails: u32,
+        /// The pool's `fail_timeout`.
+        fail_timeout: Duration,
+        /// The pool's `slow_start`.
+        slow_start: Duration,
+    },
+    /// `resolve:`: the servers whose `addr` is `host:port`, re-resolved;
+    /// every address of a host becomes a server with that entry's settings.
+    Hosts(Vec<HostServer>),
+}
+
+/// A `servers[]` entry whose `addr` names a host, under `resolve:`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostServer {
+    /// The host name as written.
+    pub host: String,
+    /// The port as written.
+    pub port: u16,
+    /// The entry's settings; `addr` and `name` are filled in per address.
+    pub settings: ServerConfig,
 }
 
 /// One server of a pool.

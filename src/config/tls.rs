@@ -325,12 +325,8 @@ impl Leaf {
                     GeneralName::DNSName(d) => names.push(d.to_ascii_lowercase()),
                     GeneralName::IPAddress(b) => {
                         let ip = match b.len() {
-                            4 => <[u8; 4]>::try_from(*b)
-                                .ok()
-                                .map(std::net::IpAddr::from),
-                            16 => <[u8; 16]>::try_from(*b)
-                                .ok()
-                                .map(std::net::IpAddr::from),
+                            4 => <[u8; 4]>::try_from(*b).ok().map(std::net::IpAddr::from),
+                            16 => <[u8; 16]>::try_from(*b).ok().map(std::net::IpAddr::from),
                             _ => None,
                         };
                         names.extend(ip.map(|ip| ip.to_string()));

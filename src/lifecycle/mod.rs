@@ -1,10 +1,11 @@
 //! The process around the proxy: assembling and running the Pingora server
 //! (`service`), SIGHUP reloads (`reload`), leaving on upgrade or stop
 //! (`drain`), active health checks of the current pools
-//! (`health_check`), running unprivileged after binding (`privileges`),
-//! and `fulcrum -s` (`control`).
+//! (`health_check`), servers from DNS (`discovery`), running unprivileged
+//! after binding (`privileges`), and `fulcrum -s` (`control`).
 
 pub mod control;
+pub(crate) mod discovery;
 pub(crate) mod drain;
 pub(crate) mod error_log;
 pub(crate) mod health_check;

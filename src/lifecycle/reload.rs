@@ -11,7 +11,8 @@
 //! upgrade and keep their running values.
 
 use crate::config::{self, AccessLogFormat, AccessLogTarget, ErrorLogConfig, Loaded};
-use crate::runtime::{retry_limit, Runtime, SharedRuntime};
+use crate::lifecycle::discovery::{self, Primed};
+use crate::runtime::{self, retry_limit, Runtime, SharedRuntime};
 use crate::status::Reloads;
 use async_trait::async_trait;
 use pingora::server::configuration::ServerConf;
@@ -176,16 +177,18 @@ impl std::fmt::Display for Summary {
     }
 }
 
-/// Replaces `shared` with a runtime built from `loaded`. Servers of the old
-/// runtime that are not in the new one are marked removed after the swap
-/// (before it, a request still on the old runtime could find a pool empty).
-fn apply(shared: &SharedRuntime, loaded: Loaded) -> Summary {
+/// Replaces `shared` with a runtime built from `loaded` and the first DNS
+/// answers of its new discovery sources. Servers of the old runtime that
+/// are not in the new one are marked removed after the swap (before it, a
+/// request still on the old runtime could find a pool empty).
+fn apply(shared: &SharedRuntime, loaded: Loaded, primed: Primed) -> Summary {
+    // No discovery update may land between reading the old runtime and
+    // storing the new one: it would be lost.
+    let _writer = runtime::writer();
     let old = shared.load_full();
-    let next = Arc::new(Runtime::build(
-        loaded.config,
-        Some(&old),
-        old.generation + 1,
-    ));
+    let mut next = Runtime::build(loaded.config, Some(&old), old.generation + 1);
+    primed.seed(&mut next);
+    let next = Arc::new(next);
     let before = old.servers();
     let after = next.servers();
     let mut summary = Summary {
@@ -194,13 +197,19 @@ fn apply(shared: &SharedRuntime, loaded: Loaded) -> Summary {
         routes: next.config.routes.len(),
         ..Summary::default()
     };
+    // The pools' own configs: their servers include those from DNS.
     let old_settings: HashMap<(String, SocketAddr), _> = old
-        .config
         .pools
         .iter()
-        .flat_map(|p| p.servers.iter().map(|s| ((p.name.clone(), s.addr), s)))
+        .flat_map(|p| {
+            let name = &p.config.name;
+            p.config
+                .servers
+                .iter()
+                .map(move |s| ((name.clone(), s.addr), s))
+        })
         .collect();
-    for pool in &next.config.pools {
+    for pool in next.pools.iter().map(|p| &p.config) {
         for s in &pool.servers {
             let key = (pool.name.clone(), s.addr);
             match old_settings.get(&key) {
@@ -261,7 +270,9 @@ fn reload(
              systemctl reload fulcrum); the running value stays"
         );
     }
-    let summary = apply(shared, loaded);
+    // DNS lookups for new discovery sources, before the writer lock.
+    let primed = discovery::prime(&loaded.config, Some(&shared.load()));
+    let summary = apply(shared, loaded, primed);
     reloads.record(true);
     log::info!("reload of {file}: {summary}");
     Some(summary)
@@ -319,7 +330,8 @@ impl BackgroundService for Reloader {
                         Arc::clone(&self.fixed),
                         Arc::clone(&self.reloads),
                     );
-                    // Loading resolves host names: keep that off the async thread.
+                    // Loading resolves host names, and new discovery sources
+                    // are looked up: keep that off the async thread.
                     let done = tokio::task::spawn_blocking(move || {
                         reload(&path, &runtime, &fixed, &reloads);
                     });
@@ -370,6 +382,7 @@ mod tests {
         let s = apply(
             &rt,
             load(&doc(HEAD, &[("127.0.0.1:1", 3), ("127.0.0.1:3", 1)])),
+            Primed::default(),
         );
         assert_eq!(s.generation, 2);
         assert_eq!(s.added, vec!["p/127.0.0.1:3"]);

@@ -1,5 +1,6 @@
 //! Assembles the Pingora server: the proxy service on every `listen`
-//! address, the health checker, the SIGHUP reloader, and runs it.
+//! address, the health checker, DNS discovery, the SIGHUP reloader, and
+//! runs it.
 //!
 //! Order matters for upgrades (`-u`): everything that can fail is done
 //! before `bootstrap()`, which is where Pingora takes the listening sockets
@@ -8,6 +9,7 @@
 use crate::access_log::AccessLog;
 use crate::cli::Args;
 use crate::config::Loaded;
+use crate::lifecycle::discovery::{self, Discoverer};
 use crate::lifecycle::drain::{LingeringCleanup, SignalWatch};
 use crate::lifecycle::error_log;
 use crate::lifecycle::health_check::HealthChecker;
@@ -65,7 +67,11 @@ pub fn run(args: &Args, loaded: Loaded) -> Result<(), String> {
     check_pid_dir(&server.pid_file)?;
     let listen = crate::config::listen_addrs(&config.listen);
     let h2 = h2_settings(&config);
-    let runtime: SharedRuntime = Arc::new(ArcSwap::from_pointee(Runtime::build(config, None, 1)));
+    // Pools from DNS get their first answer before anything is served.
+    let primed = discovery::prime(&config, None);
+    let mut first = Runtime::build(config, None, 1);
+    primed.seed(&mut first);
+    let runtime: SharedRuntime = Arc::new(ArcSwap::from_pointee(first));
     signals::guard();
 
     if args.daemon {
@@ -139,6 +145,10 @@ pub fn run(args: &Args, loaded: Loaded) -> Result<(), String> {
     pingora_server.add_service(background_service(
         "health checks",
         HealthChecker::new(Arc::clone(&runtime)),
+    ));
+    pingora_server.add_service(background_service(
+        "discovery",
+        Discoverer::new(Arc::clone(&runtime)),
     ));
     pingora_server.add_service(background_service(
         "status sampler",

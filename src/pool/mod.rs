@@ -13,9 +13,11 @@
 
 mod active;
 mod attempt;
+pub(crate) mod discover;
 mod drain;
 mod latency;
 mod load;
+pub(crate) mod membership;
 mod passive;
 mod queue;
 mod select;
@@ -31,7 +33,9 @@ pub use server::Server;
 pub use stats::FailureKind;
 pub(crate) use stats::{status_class, HISTORY_LEN, STATUS_CLASSES};
 
-use crate::config::PoolConfig;
+use crate::config::{PoolConfig, ServerConfig};
+use discover::Discovery;
+use membership::Joining;
 use pingora_load_balancing::Backend;
 use select::{server_of, Pick};
 use std::collections::{BTreeSet, HashMap};
@@ -41,13 +45,16 @@ use std::sync::Arc;
 /// An upstream pool.
 pub struct Pool {
     name: Arc<str>,
-    /// Settings from the config.
+    /// Settings from the config; `servers` are the pool's current members
+    /// (discovered ones included).
     pub(crate) config: PoolConfig,
     /// Servers in config order, shared with in-flight requests.
     pub servers: Vec<Arc<Server>>,
     selector: Box<dyn Pick>,
     /// Where requests wait while every server is at `max_conns`.
     queue: Option<Arc<Queue>>,
+    /// `resolve:`/`discover:` state, shared by the generations of this pool.
+    pub(crate) discovery: Option<Arc<Discovery>>,
 }
 
 /// Shared server state by (pool, address), carried across reloads.
@@ -57,6 +64,23 @@ impl Pool {
     /// Builds a pool, reusing the state of servers already in `previous`
     /// (same pool name and address), so counts and health survive a reload.
     pub fn new(config: PoolConfig, previous: &ServerRegistry) -> Pool {
+        let why = if previous.is_empty() {
+            Joining::Start
+        } else {
+            Joining::Reload
+        };
+        let discovery = config.discovery.as_ref().map(|_| Arc::default());
+        Pool::build(config, previous, why, discovery)
+    }
+
+    /// [`Pool::new`] with the reason newcomers join and the discovery state
+    /// to carry on.
+    pub(crate) fn build(
+        config: PoolConfig,
+        previous: &ServerRegistry,
+        why: Joining,
+        discovery: Option<Arc<Discovery>>,
+    ) -> Pool {
         let servers: Vec<Arc<Server>> = config
             .servers
             .iter()
@@ -65,7 +89,7 @@ impl Pool {
                     s.apply(sc);
                     Arc::clone(s)
                 }
-                None => Server::new(sc),
+                None => membership::join(sc, why),
             })
             .collect();
         for s in &servers {
@@ -86,7 +110,27 @@ impl Pool {
             queue: config.queue.as_ref().map(|q| Arc::new(Queue::new(q))),
             config,
             servers,
+            discovery,
         }
+    }
+
+    /// This pool with `members` as its servers: those already here keep
+    /// their state, newcomers join; the caller marks the leavers removed
+    /// once the new pool is in place.
+    pub(crate) fn with_members(&self, members: Vec<ServerConfig>, why: Joining) -> Pool {
+        let here: ServerRegistry = self
+            .servers
+            .iter()
+            .map(|s| ((self.config.name.clone(), s.addr), Arc::clone(s)))
+            .collect();
+        let config = PoolConfig {
+            servers: members,
+            ..self.config.clone()
+        };
+        let mut pool = Pool::build(config, &here, why, self.discovery.clone());
+        // Requests waiting for this pool keep their places.
+        pool.keep_queue_of(self);
+        pool
     }
 
     /// Pool name.

@@ -4,6 +4,7 @@
 use super::counters::Snapshot;
 use super::{selection_name, server_state, ReloadStats};
 use crate::clock::now_ms;
+use crate::config::DiscoverySource;
 use crate::pool::{FailureKind, Pool, QueueExit, Server, STATUS_CLASSES};
 use crate::runtime::Runtime;
 use serde_json::{json, Map, Value};
@@ -114,6 +115,7 @@ fn pool(p: &Pool) -> Value {
         "selection": selection_name(p),
         "usable": p.usable_count(),
         "queue": queue(p),
+        "discovery": discovery(p),
         "servers": servers,
     })
 }
@@ -154,5 +156,37 @@ fn queue(p: &Pool) -> Value {
         "left": exits,
         "average_wait_ms": (count > 0)
             .then(|| round2(h.get_sample_sum() * 1000.0 / count as f64)),
+    })
+}
+
+/// `resolve:`/`discover:` of a pool and how its lookups went; null without.
+fn discovery(p: &Pool) -> Value {
+    let (Some(d), Some(state)) = (&p.config.discovery, &p.discovery) else {
+        return Value::Null;
+    };
+    let r = state.report();
+    let (kind, names): (&str, Vec<&str>) = match &d.source {
+        DiscoverySource::Srv { name, .. } => ("srv", vec![name.as_str()]),
+        DiscoverySource::Hosts(hosts) => (
+            "resolve",
+            hosts.iter().map(|h| h.settings.name.as_str()).collect(),
+        ),
+    };
+    let resolvers: Vec<String> = d.resolvers.iter().map(|a| a.to_string()).collect();
+    json!({
+        "type": kind,
+        "names": names,
+        "resolvers": (!resolvers.is_empty()).then_some(resolvers),
+        "interval_ms": d.interval.map(|i| i.as_millis() as u64),
+        "found": r.found,
+        "successes": r.successes,
+        "failures": r.failures,
+        "consecutive_failures": r.consecutive_failures,
+        "last_success_unix_ms": r.last_success_unix_ms,
+        "last_failure_unix_ms": r.last_failure_unix_ms,
+        "last_error": r.last_error,
+        "changes": r.changes,
+        "ignored_outside_allow": r.outside_allow,
+        "ignored_over_cap": r.over_cap,
     })
 }

@@ -107,6 +107,7 @@ pub fn render(rt: &Runtime, conns: &Snapshot, reloads: &ReloadStats) -> String {
     process(&mut s, rt, conns, reloads);
     routes(&mut s, rt);
     pools(&mut s, rt);
+    discovery(&mut s, rt);
     servers(&mut s, rt);
     let mut out = Vec::with_capacity(16 * 1024);
     if let Err(e) = TextEncoder::new().encode(&s.families, &mut out) {
@@ -281,6 +282,59 @@ fn queues(s: &mut Scrape, rt: &Runtime) {
         "Time requests spent in a pool's queue, whatever the result.",
         MetricType::HISTOGRAM,
         wait,
+    );
+}
+
+/// Pools with `resolve:` or `discover:`.
+fn discovery(s: &mut Scrape, rt: &Runtime) {
+    let (mut lookups, mut last_ok, mut streak, mut changes, mut ignored) =
+        (vec![], vec![], vec![], vec![], vec![]);
+    for p in &rt.pools {
+        let Some(state) = &p.discovery else { continue };
+        let r = state.report();
+        let l = [("pool", p.name())];
+        lookups.push(counter(&[l[0], ("result", "success")], r.successes as f64));
+        lookups.push(counter(&[l[0], ("result", "failure")], r.failures as f64));
+        let ms = r.last_success_unix_ms.unwrap_or(0);
+        last_ok.push(gauge(&l, ms as f64 / 1000.0));
+        streak.push(gauge(&l, r.consecutive_failures as f64));
+        changes.push(counter(&l, r.changes as f64));
+        ignored.push(gauge(
+            &[l[0], ("reason", "outside_allow")],
+            r.outside_allow as f64,
+        ));
+        ignored.push(gauge(&[l[0], ("reason", "over_cap")], r.over_cap as f64));
+    }
+    use MetricType::{COUNTER, GAUGE};
+    s.add(
+        "fulcrum_discovery_lookups_total",
+        "DNS lookups of a pool's resolve: or discover: source by result (a failure keeps the last good servers).",
+        COUNTER,
+        lookups,
+    );
+    s.add(
+        "fulcrum_discovery_last_success_timestamp_seconds",
+        "Unix time of a pool's last good DNS answer (0: none yet).",
+        GAUGE,
+        last_ok,
+    );
+    s.add(
+        "fulcrum_discovery_consecutive_failures",
+        "Failed DNS lookups of a pool in a row now.",
+        GAUGE,
+        streak,
+    );
+    s.add(
+        "fulcrum_discovery_changes_total",
+        "DNS answers that changed a pool's servers.",
+        COUNTER,
+        changes,
+    );
+    s.add(
+        "fulcrum_discovery_ignored_addresses",
+        "Addresses of the last DNS answer left out: outside discover/resolve allow, or over the cap of servers per pool.",
+        GAUGE,
+        ignored,
     );
 }
 

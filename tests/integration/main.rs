@@ -20,6 +20,8 @@ mod least_conn;
 mod queue;
 mod routing;
 mod slow_start;
+// Servers from DNS.
+mod dns;
 mod upstream_pool;
 mod workers;
 

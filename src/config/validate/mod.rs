@@ -6,8 +6,10 @@
 //!   access log
 //! - `pingora_settings.rs`: Pingora's own keys (`ServerConf`)
 //! - `limits.rs`, `pools.rs`, `health_check.rs`, `queue.rs`, `slow_start.rs`,
-//!   `routes.rs`: their sections
+//!   `discover.rs`, `routes.rs`: their sections; `listen.rs` the listen
+//!   entries; `upstream.rs` a pool's `tls` and `protocol`
 
+mod discover;
 mod health_check;
 mod limits;
 mod listen;
@@ -25,6 +27,7 @@ use super::env::expand_tree;
 use super::file::*;
 use super::pingora_keys::{is_pingora_key, rejection};
 use super::*;
+pub use discover::{MAX_INTERVAL, MIN_INTERVAL};
 use limits::limits;
 use listen::listen;
 use pools::pools;

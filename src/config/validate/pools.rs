@@ -1,12 +1,13 @@
 //! `pools:`: each pool, its servers and its retry policy.
 
+use super::discover;
 use super::health_check::health_check;
 use super::queue::queue;
 use super::slow_start::slow_start;
 use super::upstream::{protocol, upstream_tls};
 use super::Checker;
 use crate::config::file::{parse_section, RawPool, RawRetry, RawServer};
-use crate::config::{PoolConfig, RetryConfig, RetryOn, Selection, ServerConfig};
+use crate::config::{HostServer, PoolConfig, RetryConfig, RetryOn, Selection, ServerConfig};
 use serde_yaml::Value;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
@@ -133,8 +134,17 @@ fn pool(c: &mut Checker, path: &str, name: &str, raw: RawPool) -> PoolConfig {
         slow_start: pool_slow_start,
     };
 
+    // Under resolve:, a host-name addr is kept for the running process to
+    // look up (`hosts`); every other addr is resolved here as before.
+    let defer = raw.resolve.is_some();
     let mut servers: Vec<ServerConfig> = vec![];
+    let mut hosts: Vec<HostServer> = vec![];
     match raw.servers {
+        None if raw.discover.is_some() => {}
+        Some(_) if raw.discover.is_some() => c.err(
+            &format!("{path}.servers"),
+            "a pool with discover takes its servers from DNS; remove servers",
+        ),
         None => c.err(
             &format!("{path}.servers"),
             "a pool needs at least one server",
@@ -149,19 +159,53 @@ fn pool(c: &mut Checker, path: &str, name: &str, raw: RawPool) -> PoolConfig {
                 let Some(rs) = parse_section::<RawServer>(v, &spath, &mut c.errors) else {
                     continue;
                 };
-                if let Some(s) = server(c, &spath, rs, &defaults) {
-                    if servers.iter().any(|o| o.addr == s.addr) {
-                        c.err(
-                            &format!("{spath}.addr"),
-                            format!("{} is already a server of pool {name:?}", s.name),
-                        );
-                    } else {
-                        servers.push(s);
+                match server(c, &spath, rs, &defaults, defer) {
+                    Some((s, Some((host, port)))) => {
+                        if hosts.iter().any(|h| h.settings.name == s.name) {
+                            c.err(
+                                &format!("{spath}.addr"),
+                                format!("{} is already a server of pool {name:?}", s.name),
+                            );
+                        } else {
+                            hosts.push(HostServer {
+                                host,
+                                port,
+                                settings: s,
+                            });
+                        }
                     }
+                    Some((s, None)) => {
+                        if servers.iter().any(|o| o.addr == s.addr) {
+                            c.err(
+                                &format!("{spath}.addr"),
+                                format!("{} is already a server of pool {name:?}", s.name),
+                            );
+                        } else {
+                            servers.push(s);
+                        }
+                    }
+                    None => {}
                 }
             }
         }
     }
+    let discovery = match (raw.resolve, raw.discover) {
+        (Some(_), Some(_)) => {
+            c.err(
+                &format!("{path}.discover"),
+                "use resolve (host names in servers) or discover (an SRV name), not both",
+            );
+            None
+        }
+        (Some(r), None) => Some(discover::resolve(c, &format!("{path}.resolve"), r, hosts)),
+        (None, Some(d)) => Some(discover::discover(
+            c,
+            &format!("{path}.discover"),
+            d,
+            (max_fails, fail_timeout, pool_slow_start),
+        )),
+        (None, None) => None,
+    };
     PoolConfig {
         name: name.to_string(),
         selection,
@@ -177,6 +221,7 @@ fn pool(c: &mut Checker, path: &str, name: &str, raw: RawPool) -> PoolConfig {
         protocol,
         queue,
         servers,
+        discovery,
     }
 }
 
@@ -218,12 +263,15 @@ fn host_header(c: &mut Checker, path: &str, raw: &str) -> Option<http::HeaderVal
     http::HeaderValue::from_str(raw).ok()
 }
 
+/// One server; with `defer` (the pool has `resolve:`), a host name is not
+/// resolved but returned beside the settings.
 fn server(
     c: &mut Checker,
     path: &str,
     raw: RawServer,
     pool: &ServerDefaults,
-) -> Option<ServerConfig> {
+    defer: bool,
+) -> Option<(ServerConfig, Option<(String, u16)>)> {
     let weight = raw.weight.unwrap_or(1);
     if weight == 0 {
         c.err(&format!("{path}.weight"), "must be at least 1");
@@ -246,14 +294,23 @@ fn server(
     if name.contains("${") {
         return None; // the unset variable is already reported
     }
-    let addr = match resolve(&name) {
+    let mut host = None;
+    let resolved = match name.parse::<SocketAddr>() {
+        Err(_) if defer => discover::host_port(&name).map(|(h, port)| {
+            host = Some((h, port));
+            // A placeholder: each address found later takes its place.
+            SocketAddr::from(([0, 0, 0, 0], port))
+        }),
+        _ => resolve(&name),
+    };
+    let addr = match resolved {
         Ok(a) => a,
         Err(e) => {
             c.err(&format!("{path}.addr"), e);
             return None;
         }
     };
-    Some(ServerConfig {
+    let settings = ServerConfig {
         name,
         addr,
         weight: weight.max(1),
@@ -264,7 +321,8 @@ fn server(
         down: raw.down.unwrap_or(false),
         tls: raw.tls.unwrap_or(true),
         slow_start,
-    })
+    };
+    Some((settings, host))
 }
 
 /// `ip:port` directly, `host:port` through the system resolver (first address).
