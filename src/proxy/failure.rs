@@ -116,8 +116,13 @@ pub(super) fn final_status(e: &Error, last: Option<FailureKind>) -> u16 {
     match (e.etype(), e.esource()) {
         (ErrorType::HTTPStatus(code), _) => *code,
         (_, ErrorSource::Upstream) => last.map_or(502, gateway_status),
+        // The client went away; an HTTP/2 client resets its stream (a
+        // cancelled call, a deadline): the log's 499, as nginx's.
         (
-            ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed,
+            ErrorType::ReadError
+            | ErrorType::WriteError
+            | ErrorType::ConnectionClosed
+            | ErrorType::H2Error,
             ErrorSource::Downstream,
         ) => 0,
         (ErrorType::ReadTimedout, ErrorSource::Downstream) => 408, // client_body_timeout

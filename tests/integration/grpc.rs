@@ -377,9 +377,12 @@ fn a_deadline_ends_the_call_on_time_and_fulcrum_goes_on_serving() {
     let slow: Vec<_> = log.iter().filter(|l| l.uri == "/test.Echo/Slow").collect();
     assert_eq!(slow.len(), 2, "{log:#?}");
     for l in slow {
-        assert!(
-            l.status < 500,
-            "the client's cancel is not logged as a server error: {}",
+        // No response went out: 0 in the default format (499 in
+        // combined and json, as nginx logs it); it was 400 once, an answer
+        // written to a stream the client had reset.
+        assert_eq!(
+            l.status, 0,
+            "a call the client gave up on got no response: {}",
             l.raw
         );
     }
