@@ -375,3 +375,104 @@ fn a_graceful_stop_finishes_http2_streams_in_flight() {
     );
     assert!(started.elapsed() >= Duration::from_millis(1500));
 }
+
+/// A binary upgrade (deploy/fulcrum-upgrade) while clients make a new TLS
+/// connection per request and HTTP/2 streams are in flight on the old
+/// process: no request fails, the streams finish on the old process, and
+/// the new process serves the certificate from the files.
+#[test]
+fn an_upgrade_under_tls_and_http2_load_fails_no_request() {
+    use crate::common::lifecycle::{to_log, wait_pid_file, Daemon};
+    let pki = Pki::new("fulcrum test CA");
+    let site = pki.server("site.test", &["DNS:site.test"]);
+    let b = Backends::start(&["a"], &[]);
+    let port = free_port();
+    let entry = tls_entry(&site, "").replace("{port}", &port.to_string());
+    let d = Daemon::start_listening(3, 2, &[&entry], &pool_body(&b));
+    let ca = pki.ca();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let loops: Vec<_> = [vec!["--http1.1"], vec!["--http2"]]
+        .into_iter()
+        .map(|flags| {
+            let (stop, ok, failed, ca) = (stop.clone(), ok.clone(), failed.clone(), ca.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Relaxed) {
+                    let (body, v) = https(port, &ca, "/", &flags);
+                    if v.ends_with(" 200") {
+                        ok.fetch_add(1, Relaxed);
+                    } else {
+                        eprintln!("failed: {v} {body}");
+                        failed.fetch_add(1, Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    // Two HTTP/2 streams on one connection to the old process, answered
+    // after the hand-over.
+    let slow = {
+        let ca = ca.clone();
+        std::thread::spawn(move || {
+            let resolve = format!("site.test:{port}:127.0.0.1");
+            let url = format!("https://site.test:{port}/slow?delay_ms=2500");
+            let out = Command::new("curl")
+                .args(["-sS", "--http2", "--max-time", "20", "--cacert"])
+                .arg(&ca)
+                .args([
+                    "--resolve",
+                    &resolve,
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_version} %{http_code}\n",
+                ])
+                .args(["-Z", &url, &url])
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        })
+    };
+    std::thread::sleep(Duration::from_millis(700));
+    let old = d.pid().unwrap();
+    let log = d.dir.path("upgrade.log");
+    let (out, err) = to_log(&log);
+    let status = Command::new("bash")
+        .arg(crate::common::repo_path("deploy/fulcrum-upgrade"))
+        .arg("--config")
+        .arg(&d.conf)
+        .arg("--binary")
+        .arg(FULCRUM)
+        .env("RUST_LOG", "info")
+        .stdout(out)
+        .stderr(err)
+        .status()
+        .unwrap();
+    let new = wait_pid_file(&d.pid_file, Some(old), Duration::from_secs(20));
+    if let Some(p) = new {
+        d.pids.add(p);
+    }
+    assert!(
+        status.success(),
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    assert!(new.is_some_and(|p| p != old), "a new process took over");
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Relaxed);
+    for l in loops {
+        l.join().unwrap();
+    }
+    let streams = slow.join().unwrap();
+    assert_eq!(
+        streams.lines().filter(|l| *l == "2 200").count(),
+        2,
+        "streams in flight: {streams}"
+    );
+    let (ok, failed) = (ok.load(Relaxed), failed.load(Relaxed));
+    println!("upgrade under TLS load: {ok} requests, {failed} failed, 2 HTTP/2 streams across the hand-over");
+    assert!(ok > 10, "only {ok} requests");
+    assert_eq!(failed, 0, "{failed} of {} failed", ok + failed);
+    assert_eq!(served_serial(port, "site.test"), file_serial(&site.cert));
+}

@@ -155,6 +155,12 @@ impl Daemon {
     /// Writes a config with these Pingora timeouts and `body`, starts it with
     /// `-d` and waits for /health.
     pub fn start(grace: u64, shutdown_timeout: u64, body: &str) -> Daemon {
+        Daemon::start_listening(grace, shutdown_timeout, &[], body)
+    }
+
+    /// [`Daemon::start`] with `more` listen entries (YAML flow mappings)
+    /// after its plain address.
+    pub fn start_listening(grace: u64, shutdown_timeout: u64, more: &[&str], body: &str) -> Daemon {
         let dir = super::TempDir::new("daemon");
         let port = free_port();
         let d = Daemon {
@@ -170,10 +176,11 @@ impl Daemon {
         let head = format!(
             "version: 1\nthreads: 2\npid_file: {}\nupgrade_sock: {}\n\
              grace_period_seconds: {grace}\ngraceful_shutdown_timeout_seconds: {shutdown_timeout}\n\
-             listen: [\"{}\"]\n",
+             listen: [\"{}\"{}]\n",
             d.pid_file.display(),
             d.sock.display(),
-            d.addr
+            d.addr,
+            more.iter().map(|m| format!(", {m}")).collect::<String>()
         );
         std::fs::write(&d.conf, format!("{head}{body}")).unwrap();
         let (out, err) = to_log(&d.log);
