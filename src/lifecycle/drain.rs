@@ -24,6 +24,7 @@
 //! [`SignalWatch`] and read by the proxy.
 
 use crate::access_log::AccessLog;
+use crate::lifecycle::notify;
 use crate::proxy::Leaving;
 use async_trait::async_trait;
 use pingora::apps::ServerApp;
@@ -78,11 +79,16 @@ impl ShutdownSignalWatch for SignalWatch {
                     "SIGQUIT: handing the listening sockets to the new process; \
                      responses now carry Connection: close"
                 );
+                // Before the sockets go: the new process's READY=1 comes after.
+                notify::stopping(
+                    "handing the listening sockets to the new process; finishing requests",
+                );
                 ShutdownSignal::GracefulUpgrade
             }
             _ = term.recv() => {
                 self.leaving.start();
                 log::info!("SIGTERM: graceful stop; responses now carry Connection: close");
+                notify::stopping("graceful stop: finishing requests");
                 ShutdownSignal::GracefulTerminate
             }
             _ = int.recv() => {

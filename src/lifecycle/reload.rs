@@ -12,6 +12,7 @@
 
 use crate::config::{self, AccessLogFormat, AccessLogTarget, ErrorLogConfig, Loaded};
 use crate::lifecycle::discovery::{self, Primed};
+use crate::lifecycle::notify;
 use crate::runtime::{self, retry_limit, Runtime, SharedRuntime};
 use crate::status::Reloads;
 use async_trait::async_trait;
@@ -324,6 +325,7 @@ impl BackgroundService for Reloader {
             tokio::select! {
                 _ = hup.recv() => {
                     log::info!("SIGHUP: reloading {}", self.path.display());
+                    notify::reloading(&format!("reloading {}", self.path.display()));
                     let (path, runtime, fixed, reloads) = (
                         self.path.clone(),
                         Arc::clone(&self.runtime),
@@ -333,11 +335,20 @@ impl BackgroundService for Reloader {
                     // Loading resolves host names, and new discovery sources
                     // are looked up: keep that off the async thread.
                     let done = tokio::task::spawn_blocking(move || {
-                        reload(&path, &runtime, &fixed, &reloads);
+                        reload(&path, &runtime, &fixed, &reloads)
                     });
-                    if let Err(e) = done.await {
-                        log::error!("reload of {} failed: {e}", self.path.display());
-                    }
+                    let status = match done.await {
+                        Ok(Some(summary)) => format!("reloaded: {summary}"),
+                        Ok(None) => format!(
+                            "reload failed (see the log); still running generation {}",
+                            self.runtime.load().generation
+                        ),
+                        Err(e) => {
+                            log::error!("reload of {} failed: {e}", self.path.display());
+                            format!("reload failed: {e}")
+                        }
+                    };
+                    notify::reloaded(&status);
                 }
                 _ = shutdown.changed() => return,
             }

@@ -13,6 +13,7 @@ use crate::lifecycle::discovery::{self, Discoverer};
 use crate::lifecycle::drain::{LingeringCleanup, SignalWatch};
 use crate::lifecycle::error_log;
 use crate::lifecycle::health_check::HealthChecker;
+use crate::lifecycle::notify;
 use crate::lifecycle::privileges;
 use crate::lifecycle::reload::{Fixed, Reloader};
 use crate::lifecycle::signals::{self, OtherSignals};
@@ -77,6 +78,9 @@ pub fn run(args: &Args, loaded: Loaded) -> Result<(), String> {
     if args.daemon {
         privileges::check_switch(&server)?;
         privileges::warn_if_staying_root(&server);
+        // Under systemd's Type=notify, the process systemd started exits
+        // only once its daemon has told systemd it is the main process.
+        notify::wait_for_daemon(&mut server);
     }
     // Bound here, as root, when Pingora will switch user before its services
     // bind; bootstrap then takes them as if from an old process.
@@ -140,7 +144,8 @@ pub fn run(args: &Args, loaded: Loaded) -> Result<(), String> {
         )),
         workers,
         Arc::clone(&runtime),
-    );
+    )
+    .when_listening(serving_status(&listen, args.upgrade));
     pingora_server.add_service(service);
     pingora_server.add_service(background_service(
         "health checks",
@@ -168,6 +173,19 @@ pub fn run(args: &Args, loaded: Loaded) -> Result<(), String> {
     // Every request has ended: write the lines still queued.
     access_log.finish();
     Ok(())
+}
+
+/// What tells systemd that the listeners serve (lifecycle/notify.rs), with
+/// the `STATUS=` line it shows.
+fn serving_status(listen: &[std::net::SocketAddr], upgrade: bool) -> impl FnOnce() + Send + Sync {
+    let addrs: Vec<String> = listen.iter().map(|a| a.to_string()).collect();
+    let how = if upgrade {
+        "; took the listening sockets over from the previous process"
+    } else {
+        ""
+    };
+    let status = format!("serving on {}{how}", addrs.join(", "));
+    move || notify::serving(&status)
 }
 
 /// Log files opened here as root belong to `user:` (as nginx hands its logs

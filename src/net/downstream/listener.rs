@@ -52,6 +52,8 @@ pub(crate) struct Listeners<A> {
     /// Where each address's TLS and HTTP/2 settings are read, at each
     /// accept (a reload may change them).
     runtime: SharedRuntime,
+    /// Called once every address listens (lifecycle/notify.rs).
+    on_listening: Option<Box<dyn FnOnce() + Send + Sync>>,
 }
 
 impl<A> Listeners<A> {
@@ -71,7 +73,14 @@ impl<A> Listeners<A> {
             app: Some(app),
             workers,
             runtime,
+            on_listening: None,
         }
+    }
+
+    /// Calls `f` once every address listens, before the first accept.
+    pub(crate) fn when_listening(mut self, f: impl FnOnce() + Send + Sync + 'static) -> Self {
+        self.on_listening = Some(Box::new(f));
+        self
     }
 }
 
@@ -110,6 +119,9 @@ impl<A: ServerApp + Send + Sync + 'static> Service for Listeners<A> {
                     listener, addr, app, workers, runtime, shutdown,
                 )));
             }
+        }
+        if let Some(f) = self.on_listening.take() {
+            f();
         }
         for l in loops {
             let _ = l.await;
