@@ -43,6 +43,9 @@ command -v python3 >/dev/null || need+=(python3)
 python3 -c 'import h2, grpc' 2>/dev/null || python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
 # The DNS discovery tests' DNS server (the binary, without the service).
 [ -x /usr/sbin/dnsmasq ] || need+=(dnsmasq-base)
+# The systemd unit test (tests/integration/systemd.rs) runs systemd itself,
+# in a namespace (unshare and nsenter come with util-linux).
+[ -x /lib/systemd/systemd ] || need+=(systemd)
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" -eq 0 ]; then SUDO=(); else SUDO=(sudo); fi
     echo "test.sh: installing ${need[*]}"

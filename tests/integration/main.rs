@@ -65,6 +65,7 @@ mod install;
 mod privileges;
 mod reload;
 mod signals;
+mod systemd;
 mod two_machines;
 mod upgrade;
 
