@@ -43,6 +43,8 @@ SCENARIOS = {
           "Each contender ran {rounds_d} time(s), interleaved (all once, then again); its row is "
           "the run with the median p99, and the p99 cell lists every run's in run order."),
 }
+BUSY = ("\"Proxy CPU busy\" is the proxy's CPU time over the run's duration (one worker on a CPU "
+        "of its own): near 100% the proxy set the rate, well below it the load side did. ")
 TLS_ROUNDS = ("Each contender ran {rounds_tls} time(s), interleaved; its row is the run with the "
               "median CPU per {unit}, and the CPU cell lists every run's in run order.")
 # Issue 26: TLS 1.3 and HTTP/2 towards clients. unit: what one wrk "request"
@@ -51,7 +53,7 @@ TLS_SCENARIOS = {
     "h": ("h) TLS 1.3, small responses, client keepalive", "request",
           "As a), over TLS 1.3 (ECDSA P-256 certificate; wrk over https, HTTP/1.1, 50 keepalive "
           "connections, so the handshakes are done before the measured run): the cost of TLS "
-          "records on every request. " + TLS_ROUNDS),
+          "records on every request. " + BUSY + TLS_ROUNDS),
     "i": ("i) New TLS 1.3 connection per request, ECDSA P-256", "handshake",
           "wrk over https with `Connection: close`: every request opens a TCP connection and "
           "makes a full TLS 1.3 handshake (wrk resumes no session; X25519, ECDSA P-256 "
@@ -59,7 +61,7 @@ TLS_SCENARIOS = {
           "are handshakes/s and the CPU is the proxy's CPU time over the run divided by the "
           "handshakes (with the request each carries). \"Connections accepted\" is the "
           "machine's count of accepted TCP connections (/proc/net/snmp) per handshake: about 1.00 "
-          "shows every request had a connection (and a handshake) of its own. " + TLS_ROUNDS),
+          "shows every request had a connection (and a handshake) of its own. " + BUSY + TLS_ROUNDS),
     "j": ("j) New TLS 1.3 connection per request, RSA 2048", "handshake",
           "As i), with an RSA 2048 certificate (an RSA-PSS signature per handshake instead of "
           "an ECDSA one). " + TLS_ROUNDS),
@@ -68,8 +70,9 @@ TLS_SCENARIOS = {
           "{h2_streams} streams in flight on each (`h2load -c{h2_conns} -m{h2_streams}`), "
           "11-byte responses; HTTP/1.1 to the backend as in a). Latency percentiles from h2load's "
           "per-request log. \"Upstream connections\" are those the backend accepted during the "
-          "run: with {h2_total} requests in flight a proxy that keeps fewer idle upstream "
-          "connections than that opens new ones as it goes. " + TLS_ROUNDS),
+          "run: with {h2_total} requests in flight, nginx (`keepalive 1024`) and fulcrum "
+          "(`upstream_keepalive_pool_size: 1024`) keep up to 1,024 idle upstream connections "
+          "here instead of 128, HAProxy without a count limit (README). " + BUSY + TLS_ROUNDS),
 }
 
 
@@ -181,11 +184,18 @@ def upstream_connections(r):
     return "—" if conns is None else f"{sum(conns.values()):,}"
 
 
+def cpu_busy(r):
+    """The proxy's CPU time over the run's wall time: near 100% when the
+    proxy (one worker on its own CPU) was what limited the rate."""
+    return f"{100 * r['cpu_util']:.0f}%" if r.get("cpu_util") is not None else "—"
+
+
 # Extra columns per scenario: (heading, value of a row).
 EXTRA_COLUMNS = {
-    "i": [("connections accepted per handshake", accepts_per_request)],
-    "j": [("connections accepted per handshake", accepts_per_request)],
-    "k": [("upstream connections", upstream_connections)],
+    "h": [("proxy CPU busy", cpu_busy)],
+    "i": [("proxy CPU busy", cpu_busy), ("connections accepted per handshake", accepts_per_request)],
+    "j": [("proxy CPU busy", cpu_busy), ("connections accepted per handshake", accepts_per_request)],
+    "k": [("proxy CPU busy", cpu_busy), ("upstream connections", upstream_connections)],
 }
 
 
