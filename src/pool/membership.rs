@@ -205,6 +205,20 @@ mod tests {
     }
 
     #[test]
+    fn servers_that_join_after_start_warm_up_and_those_at_start_do_not() {
+        let cfg = ServerConfig {
+            slow_start: Duration::from_secs(30),
+            ..sc("10.0.0.1:80", 1)
+        };
+        let now = crate::clock::now_ms();
+        assert_eq!(join(&cfg, Joining::Start).warmth(now), 1000);
+        for why in [Joining::Reload, Joining::Discovered] {
+            let s = join(&cfg, why);
+            assert!(s.warmth(now + 1) < 200, "{why:?}: {}", s.warmth(now + 1));
+        }
+    }
+
+    #[test]
     fn diff_says_who_joins_stays_changes_and_leaves() {
         let old = [
             sc("10.0.0.1:80", 1),
