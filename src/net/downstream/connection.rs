@@ -156,7 +156,10 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for ClientLimits<A> {
         }
         // TLS, or a look for the h2c preface, as the listener asked.
         let stream = if handshake::is_pending(&stream) {
-            handshake::finish(stream, header_timeout).await?
+            // Boxed: the handshake's state (a TLS handshake is several KB)
+            // would otherwise be part of every connection's future, plain
+            // ones and idle ones included, for the connection's whole life.
+            Box::pin(handshake::finish(stream, header_timeout)).await?
         } else {
             stream
         };
