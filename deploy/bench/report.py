@@ -46,7 +46,8 @@ SCENARIOS = {
 BUSY = ("\"Proxy CPU busy\" is the proxy's CPU time over the run's duration (one worker on a CPU "
         "of its own): near 100% the proxy set the rate, well below it the load side did. ")
 TLS_ROUNDS = ("Each contender ran {rounds_tls} time(s), interleaved; its row is the run with the "
-              "median CPU per {unit}, and the CPU cell lists every run's in run order.")
+              "median CPU per {unit}, and the CPU cell lists every run's in run order; the rate "
+              "cell is the median rate of the runs, followed by every run's.")
 # Issue 26: TLS 1.3 and HTTP/2 towards clients. unit: what one wrk "request"
 # is in the table (a handshake when each request has a connection of its own).
 TLS_SCENARIOS = {
@@ -61,7 +62,11 @@ TLS_SCENARIOS = {
           "are handshakes/s and the CPU is the proxy's CPU time over the run divided by the "
           "handshakes (with the request each carries). \"Connections accepted\" is the "
           "machine's count of accepted TCP connections (/proc/net/snmp) per handshake: about 1.00 "
-          "shows every request had a connection (and a handshake) of its own. " + BUSY + TLS_ROUNDS),
+          "shows every request had a connection (and a handshake) of its own. " + BUSY +
+          "wrk's own handshakes (OpenSSL 3.0, on the CPU it shares with the backend) cost more than "
+          "the proxies', so wrk, not the proxy, sets handshakes/s here; \"handshakes per proxy CPU "
+          "second\" (1 / CPU per handshake) is the rate one fully busy worker would reach. "
+          + TLS_ROUNDS),
     "j": ("j) New TLS 1.3 connection per request, RSA 2048", "handshake",
           "As i), with an RSA 2048 certificate (an RSA-PSS signature per handshake instead of "
           "an ECDSA one). " + TLS_ROUNDS),
@@ -129,6 +134,9 @@ def table(head, rows):
 # Repeated runs are summarised by the scenario's headline: CPU per request
 # at saturation (a), p99 at the fixed rate (d).
 MEDIAN_KEY = {"a": "cpu_ms_per_1k", "d": "p99_ms", **{s: "cpu_ms_per_1k" for s in "hijk"}}
+# In the TLS scenarios the rate is a headline too (k's target is throughput):
+# their rows show the median rate of the runs as well, with every run's.
+MEDIAN_RATE = set("hijk")
 
 
 def median_runs(rows):
@@ -147,6 +155,13 @@ def median_runs(rows):
         measured = sorted((r for r in runs if r.get(key) is not None), key=lambda r: r[key])
         row = dict(measured[(len(measured) - 1) // 2] if measured else runs[0])
         row["runs"] = (key, [r.get(key) for r in runs])
+        # Errors of every run, not only the one the row shows.
+        row["errors"] = sum(r.get("errors", 0) for r in runs)
+        if scn in MEDIAN_RATE:
+            rates = [r["rps"] for r in runs if r.get("rps") is not None]
+            if rates:
+                row["rps"] = sorted(rates)[(len(rates) - 1) // 2]
+                row["rate_runs"] = ("rps", rates)
         out.append(row)
     return out
 
@@ -168,11 +183,13 @@ class Results:
         return ratio(r.get(key), b.get(key))
 
 
-def cell(r, key, digits):
+def cell(r, key, digits=2):
     """`key`'s value, followed by every run's when the row stands for several."""
     text = fmt(r[key], digits)
-    runs_key, runs = r.get("runs", (None, None))
-    return text + f" ({' / '.join(fmt(v, digits) for v in runs)})" if runs_key == key else text
+    for runs_key, runs in (r.get("runs", (None, None)), r.get("rate_runs", (None, None))):
+        if runs_key == key:
+            return text + f" ({' / '.join(fmt(v, digits) for v in runs)})"
+    return text
 
 
 def accepts_per_request(r):
@@ -190,11 +207,21 @@ def cpu_busy(r):
     return f"{100 * r['cpu_util']:.0f}%" if r.get("cpu_util") is not None else "—"
 
 
+def per_cpu_second(r):
+    """Handshakes per second of the proxy's CPU time: the rate one fully busy
+    worker would reach, when the client (its OpenSSL handshakes cost more than
+    the server's) cannot keep the proxy busy."""
+    cpu = r.get("cpu_ms_per_1k")
+    return fmt(1e6 / cpu) if cpu else "—"
+
+
 # Extra columns per scenario: (heading, value of a row).
 EXTRA_COLUMNS = {
     "h": [("proxy CPU busy", cpu_busy)],
-    "i": [("proxy CPU busy", cpu_busy), ("connections accepted per handshake", accepts_per_request)],
-    "j": [("proxy CPU busy", cpu_busy), ("connections accepted per handshake", accepts_per_request)],
+    "i": [("proxy CPU busy", cpu_busy), ("handshakes per proxy CPU second", per_cpu_second),
+          ("connections accepted per handshake", accepts_per_request)],
+    "j": [("proxy CPU busy", cpu_busy), ("handshakes per proxy CPU second", per_cpu_second),
+          ("connections accepted per handshake", accepts_per_request)],
     "k": [("proxy CPU busy", cpu_busy), ("upstream connections", upstream_connections)],
 }
 
@@ -207,7 +234,7 @@ def load_table(res, scn, unit="request"):
         direct = r["contender"] == "direct"
         rows.append([
             LABELS.get(r["contender"], r["contender"]),
-            fmt(r["rps"]), fmt(r["p50_ms"], 3), cell(r, "p99_ms", 3), fmt(r["p999_ms"], 3),
+            cell(r, "rps", 0), fmt(r["p50_ms"], 3), cell(r, "p99_ms", 3), fmt(r["p999_ms"], 3),
             cell(r, "cpu_ms_per_1k", 1) + (" (backend)" if direct else ""),
             fmt(r.get("sys_ms_per_1k"), 1),
             fmt(r["peak_rss_kb"] / 1024, 1),

@@ -519,7 +519,14 @@ load() {
     if [ "$LOADER" = h2load ]; then
         # h2load_report.py runs h2load and prints its result as wrk_report.lua does.
         common=(-t1 -c"$H2_CONNS" -m"$H2_STREAMS" "$url")
-        [ "$WARM" = 0 ] || "${LOAD_PIN[@]}" h2load -D"$WARM" "${common[@]}" >/dev/null
+        # The warm-up counts requests (-n, about WARM seconds' worth) instead
+        # of running for a time: h2load then waits for every answer before it
+        # closes, so the proxies keep their upstream connections idle for the
+        # measured run; one stopped at a time leaves ~1,000 streams in flight,
+        # whose upstream connections the proxies close, and the measured run
+        # began with a burst of ~1,000 connects to the single-threaded backend
+        # (some timed out after 1 s on a busy machine).
+        [ "$WARM" = 0 ] || "${LOAD_PIN[@]}" h2load -n"$((WARM * 25000))" "${common[@]}" >/dev/null
         "$PYTHON" "$HERE/measure.py" --pid "$pid" --out "$RESULTS" \
             --set scenario="$scn" --set contender="$who" "${MEASURE_OPTS[@]}" "${MEASURE_ROUND[@]}" -- \
             "${LOAD_PIN[@]}" "$PYTHON" "$HERE/h2load_report.py" -D"$DUR" "${common[@]}"
