@@ -7,7 +7,7 @@
 //! - [`UpstreamTls`]: a pool's TLS towards its servers (verification, CA,
 //!   SNI, client certificate).
 //!
-//! rustls with ring (docs/tls.md says why): only TLS 1.2 and 1.3 exist.
+//! rustls with ring (docs/tls-backends.md says why): only TLS 1.2 and 1.3 exist.
 
 use pingora::utils::tls::{parse_x509, CertKey, WrappedX509};
 use rustls::crypto::ring as provider;
@@ -121,7 +121,7 @@ pub fn listen_tls(
     if spec.tls12 {
         versions.push(&rustls::version::TLS12);
     }
-    // ring, as Pingora's connector: no post-quantum key exchange yet (docs/tls.md).
+    // ring, as Pingora's connector: no post-quantum key exchange yet (docs/tls-backends.md).
     #[allow(deprecated)]
     let provider = Arc::new(provider::default_provider());
     let builder = match ServerConfig::builder_with_provider(Arc::clone(&provider))
