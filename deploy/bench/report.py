@@ -376,7 +376,10 @@ LOG_MIN, LOG_MAX = 0.25, 32.0
 def chart_data(res):
     data = []
     for label, scn, who, key, target in CHART:
-        data.append((label, [res.ratio(scn, who, key), res.ratio(scn, "haproxy", key)], target))
+        vals = [res.ratio(scn, who, key), res.ratio(scn, "haproxy", key)]
+        if not res.scenario(scn):
+            label += ": not run"
+        data.append((label, vals, target))
     return data
 
 
@@ -408,7 +411,7 @@ def chart_matplotlib(data, path, title):
     ax.set_xticks([0.25, 0.5, 1, 2, 4, 8, 16, 32], ["0.25", "0.5", "1", "2", "4", "8", "16", "32"])
     ax.set_yticks(range(n))
     ax.set_yticklabels([d[0] for d in data][::-1])
-    ax.set_xlabel("ratio to nginx in the same run, log scale (red: issue 6 target)")
+    ax.set_xlabel("ratio to nginx in the same run, log scale (red: targets of issues 6 and 26)")
     ax.set_title(title, fontsize=10)
     ax.legend(loc="lower right")
     fig.tight_layout()
