@@ -683,10 +683,9 @@ fi
 if wanted k; then
     # h2load, ALPN h2; the backend counts the upstream connections opened.
     # With 1,000 requests in flight and 128 idle upstream connections kept,
-    # nginx and fulcrum opened a new upstream connection for about every
-    # second request, and the single-threaded backend's accepts, not the
-    # proxies, limited the rate: both keep 1,024 here (HAProxy keeps idle
-    # connections without a count limit).
+    # nginx and fulcrum opened a new upstream connection for 30-40% of the
+    # requests and spent much of their CPU on it (README): both keep 1,024
+    # here (HAProxy keeps idle connections without a count limit).
     MEASURE_OPTS=(--backend "small=http://127.0.0.1:$SMALL_PORT")
     UPSTREAM_IDLE=1024 LOADER=h2load TLS=ec ROUNDS=$ROUNDS_TLS scenario k / "${TLS_CONTENDERS[@]}"
     MEASURE_OPTS=()
