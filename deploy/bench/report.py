@@ -98,6 +98,10 @@ def versions(args):
     return {
         "fulcrum": f"{sh(args.fulcrum, '--version')}, git {commit}"
         + (" (with uncommitted changes to src/)" if dirty else "")
+        # Binaries given by --bin-dir may come from any commit: git names
+        # the harness's checkout only.
+        + (" (the harness's checkout; the binaries were given by --bin-dir)"
+           if "--bin-dir" in args.build else "")
         + f", {sh('rustc', '--version')}; build: {args.build}",
         "nginx": sh("nginx", "-v").replace("nginx version: ", ""),
         "HAProxy": sh("haproxy", "-v").splitlines()[0],
