@@ -95,6 +95,28 @@ fn file_serial(cert: &std::path::Path) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// Two HTTP/2 streams on one connection (curl -Z), each answered after
+/// `delay_ms`; what curl printed for each (`2 200`).
+fn two_slow_streams(
+    port: u16,
+    ca: &std::path::Path,
+    delay_ms: u64,
+) -> std::thread::JoinHandle<String> {
+    let ca = ca.to_path_buf();
+    std::thread::spawn(move || {
+        let resolve = format!("site.test:{port}:127.0.0.1");
+        let url = format!("https://site.test:{port}/slow?delay_ms={delay_ms}");
+        let out = Command::new("curl")
+            .args(["-sS", "--http2", "--max-time", "20", "--cacert"])
+            .arg(&ca)
+            .args(["--resolve", &resolve, "-o", "/dev/null"])
+            .args(["-w", "%{http_version} %{http_code}\n", "-Z", &url, &url])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    })
+}
+
 #[test]
 fn tls_with_http1_and_http2_and_h2c_reach_the_same_pool() {
     let pki = Pki::new("fulcrum test CA");
@@ -341,25 +363,7 @@ fn a_graceful_stop_finishes_http2_streams_in_flight() {
     let ca = pki.ca();
     // Two streams on one connection, each answered after 1.5 s.
     let started = Instant::now();
-    let client = std::thread::spawn(move || {
-        let resolve = format!("site.test:{port}:127.0.0.1");
-        let url = format!("https://site.test:{port}/slow?delay_ms=1500");
-        let out = Command::new("curl")
-            .args(["-sS", "--http2", "--max-time", "10", "--cacert"])
-            .arg(&ca)
-            .args([
-                "--resolve",
-                &resolve,
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{http_version} %{http_code}\n",
-            ])
-            .args(["-Z", &url, &url])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    });
+    let client = two_slow_streams(port, &ca, 1500);
     // Both streams are in flight at the server.
     let deadline = Instant::now() + Duration::from_secs(5);
     while b.in_flight("a") < 2 && Instant::now() < deadline {
@@ -412,29 +416,13 @@ fn an_upgrade_under_tls_and_http2_load_fails_no_request() {
         .collect();
     // Two HTTP/2 streams on one connection to the old process, answered
     // after the hand-over.
-    let slow = {
-        let ca = ca.clone();
-        std::thread::spawn(move || {
-            let resolve = format!("site.test:{port}:127.0.0.1");
-            let url = format!("https://site.test:{port}/slow?delay_ms=2500");
-            let out = Command::new("curl")
-                .args(["-sS", "--http2", "--max-time", "20", "--cacert"])
-                .arg(&ca)
-                .args([
-                    "--resolve",
-                    &resolve,
-                    "-o",
-                    "/dev/null",
-                    "-w",
-                    "%{http_version} %{http_code}\n",
-                ])
-                .args(["-Z", &url, &url])
-                .output()
-                .unwrap();
-            String::from_utf8_lossy(&out.stdout).into_owned()
-        })
-    };
-    std::thread::sleep(Duration::from_millis(700));
+    let slow = two_slow_streams(port, &ca, 2500);
+    // Both streams are in flight at the old process before the upgrade.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while b.in_flight("a") < 2 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(b.in_flight("a"), 2, "both streams reached the server");
     let old = d.pid().unwrap();
     let log = d.dir.path("upgrade.log");
     let (out, err) = to_log(&log);

@@ -220,40 +220,7 @@ impl Fulcrum {
     /// Writes `body` (fulcrum's own keys, without `listen`/Pingora keys),
     /// adds a fresh listen port and scratch paths, starts, waits for /health.
     pub fn start(body: &str) -> Fulcrum {
-        let shared = shared();
-        let dir = TempDir::new("fulcrum");
-        let port = free_port();
-        let conf = format!(
-            "version: 1\nthreads: 2\npid_file: {}\nupgrade_sock: {}\ngrace_period_seconds: 2\ngraceful_shutdown_timeout_seconds: 1\nlisten: [\"127.0.0.1:{port}\"]\n{body}",
-            dir.path("fulcrum.pid").display(),
-            dir.path("upgrade.sock").display(),
-        );
-        std::fs::write(dir.path("fulcrum.yaml"), conf).unwrap();
-        let log = dir.path("fulcrum.log");
-        // One append-mode file for both streams: with separate offsets the
-        // access log (stdout) would overwrite error log lines (stderr).
-        let out = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .unwrap();
-        let child = Command::new(FULCRUM)
-            .arg("-c")
-            .arg(dir.path("fulcrum.yaml"))
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::from(out.try_clone().unwrap()))
-            .stderr(Stdio::from(out))
-            .spawn()
-            .expect("start fulcrum");
-        let f = Fulcrum {
-            child,
-            addr: format!("127.0.0.1:{port}").parse().unwrap(),
-            dir,
-            log,
-            _shared: shared,
-        };
-        f.wait_ready();
-        f
+        Fulcrum::start_listening(&[], body).0
     }
 
     pub fn wait_ready(&self) {
