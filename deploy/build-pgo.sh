@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds fulcrum with profile-guided optimisation (PGO): an instrumented build
 # serves a training load on loopback (small and 64 KB answers, keepalive and
-# new connections, an ewma pool with a slow server, access log off and on),
+# new connections, an ewma pool with a slow server, access log off and on,
+# then TLS 1.3 keepalive and HTTP/2 over TLS on a second listener),
 # LLVM merges the profile, and a second build lays the code out by it.
 # Measured (deploy/bench/README.md): about 18% less user CPU per proxied
 # request than `cargo build --release`, 7% less CPU in all.
@@ -10,8 +11,9 @@
 #
 # Writes target/pgo/release/fulcrum (under $CARGO_TARGET_DIR if set) and
 # prints its path last. Needs llvm-profdata of the LLVM version rustc uses
-# (`rustc -vV`; Debian: apt-get install llvm-22 for rustc 1.95), wrk and
-# curl; --install installs what is missing with apt-get. Takes about 6
+# (`rustc -vV`; Debian: apt-get install llvm-22 for rustc 1.95), wrk, curl,
+# openssl and h2load (nghttp2-client); --install installs what is missing
+# with apt-get. Takes about 6
 # minutes on 2 cores. Every process it starts is stopped on exit.
 set -euo pipefail
 
@@ -50,11 +52,11 @@ find_profdata() {
 }
 missing=()
 PROFDATA=$(find_profdata) || missing+=("llvm-$LLVM_MAJOR")
-for tool in wrk curl; do command -v "$tool" >/dev/null || missing+=("$tool"); done
+for tool in wrk curl openssl h2load; do command -v "$tool" >/dev/null || missing+=("$tool"); done
 if [ ${#missing[@]} -gt 0 ]; then
     [ "$INSTALL" = 1 ] || die "missing: ${missing[*]} (apt-get install ${missing[*]}, or run with --install; without PGO: cargo build --release)"
     log "apt-get install ${missing[*]}"
-    apt_install "${missing[@]}"
+    apt_install "${missing[@]/h2load/nghttp2-client}"
     PROFDATA=$(find_profdata) || die "no llvm-profdata for LLVM $LLVM_MAJOR after installing llvm-$LLVM_MAJOR"
 fi
 
@@ -104,6 +106,11 @@ BIG=$ADDR
 backend slow --delay-ms 20
 SLOW=$ADDR
 PORT=$(free_port python3)
+TLS_PORT=$(free_port python3)
+# A throwaway certificate for the TLS listener (ECDSA P-256, as the benchmark's).
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+    -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
+    -keyout "$WORK/tls.key" -out "$WORK/tls.pem" 2>/dev/null
 
 # train ACCESS_LOG: one instrumented run under wrk; its profile is written
 # when it exits (SIGINT: Pingora's fast shutdown, a normal exit).
@@ -114,7 +121,12 @@ version: 1
 threads: 1
 pid_file: $WORK/fulcrum.pid
 upgrade_sock: $WORK/upgrade.sock
-listen: ["127.0.0.1:$PORT"]
+upstream_keepalive_pool_size: 1024
+listen:
+  - "127.0.0.1:$PORT"
+  - addr: "127.0.0.1:$TLS_PORT"
+    http2: true
+    tls: { certificates: [{ cert: "$WORK/tls.pem", key: "$WORK/tls.key" }] }
 access_log: $1
 pools:
   small:
@@ -140,6 +152,10 @@ EOF
     wrk -t1 -c50 -d3s -H "Connection: close" "$url/" >/dev/null
     wrk -t1 -c50 -d3s "$url/big" >/dev/null
     wrk -t1 -c50 -d3s "$url/skew" >/dev/null
+    # TLS 1.3 keepalive (HTTP/1.1), then HTTP/2 with 100 streams per
+    # connection (the benchmark's h and k).
+    wrk -t1 -c50 -d3s "https://127.0.0.1:$TLS_PORT/" >/dev/null
+    h2load -t1 -c10 -m100 -D5 "https://127.0.0.1:$TLS_PORT/" >/dev/null
     kill -INT "$pid"
     wait "$pid" || die "the instrumented fulcrum exited with $?: $(tail -5 "$WORK/fulcrum.log")"
     FULCRUM_PID=""

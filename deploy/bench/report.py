@@ -519,8 +519,8 @@ def main():
     settings = dict(kv.split("=", 1) for kv in args.settings.split())
     settings["load_average_at_end"] = open("/proc/loadavg").read().split()[0]
     v = versions(args)
-    v["TLS"] = (f"fulcrum: rustls {lock_version(args.repo, 'rustls')} with ring "
-                f"{lock_version(args.repo, 'ring')}; nginx and HAProxy: {sh('openssl', 'version')} "
+    v["TLS"] = (f"fulcrum: rustls {lock_version(args.repo, 'rustls')} with aws-lc-rs "
+                f"{lock_version(args.repo, 'aws-lc-rs')}; nginx and HAProxy: {sh('openssl', 'version')} "
                 "(the system's library); h2load: "
                 + sh("h2load", "--version").splitlines()[0].replace("h2load ", ""))
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")

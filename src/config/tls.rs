@@ -7,10 +7,11 @@
 //! - [`UpstreamTls`]: a pool's TLS towards its servers (verification, CA,
 //!   SNI, client certificate).
 //!
-//! rustls with ring (docs/tls-backends.md says why): only TLS 1.2 and 1.3 exist.
+//! rustls with aws-lc-rs (docs/tls-backends.md says why): only TLS 1.2 and
+//! 1.3 exist; X25519MLKEM768 is preferred when the client offers it.
 
 use pingora::utils::tls::{parse_x509, CertKey, WrappedX509};
-use rustls::crypto::ring as provider;
+use rustls::crypto::aws_lc_rs as provider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
@@ -20,6 +21,14 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Makes aws-lc-rs the process's rustls provider, which Pingora's connector
+/// (upstream TLS, health checks) then uses too: called before Pingora
+/// installs ring as the default, which it does only if none is set.
+pub fn install_crypto_provider() {
+    // Err only if one is installed already (a second call): nothing to do.
+    let _ = provider::default_provider().install_default();
+}
 
 /// A certificate expiring sooner than this is a `-t` warning.
 pub const EXPIRY_WARNING: Duration = Duration::from_secs(14 * 24 * 3600);
@@ -121,8 +130,6 @@ pub fn listen_tls(
     if spec.tls12 {
         versions.push(&rustls::version::TLS12);
     }
-    // ring, as Pingora's connector: no post-quantum key exchange yet (docs/tls-backends.md).
-    #[allow(deprecated)]
     let provider = Arc::new(provider::default_provider());
     let builder = match ServerConfig::builder_with_provider(Arc::clone(&provider))
         .with_protocol_versions(&versions)

@@ -26,7 +26,7 @@ impl Pki {
             dir: TempDir::new("pki"),
         };
         let key = pki.dir.path("ca.key");
-        new_key(&key);
+        new_key(&key, "EC");
         let ext = pki.dir.path("ca.ext");
         std::fs::write(
             &ext,
@@ -62,15 +62,22 @@ impl Pki {
     /// A server certificate for `cn`, naming `sans` (`DNS:x`, `IP:y`).
     pub fn server(&self, cn: &str, sans: &[&str]) -> Pair {
         let san = format!("subjectAltName={}\n", sans.join(","));
-        self.leaf(cn, &format!("{san}extendedKeyUsage=serverAuth\n"))
+        self.leaf(cn, &format!("{san}extendedKeyUsage=serverAuth\n"), "EC")
+    }
+
+    /// As [`Pki::server`], with an RSA 2048 key.
+    pub fn server_rsa(&self, cn: &str, sans: &[&str]) -> Pair {
+        let san = format!("subjectAltName={}\n", sans.join(","));
+        self.leaf(cn, &format!("{san}extendedKeyUsage=serverAuth\n"), "RSA")
     }
 
     /// A client certificate for `cn`.
     pub fn client(&self, cn: &str) -> Pair {
-        self.leaf(cn, "extendedKeyUsage=clientAuth\n")
+        self.leaf(cn, "extendedKeyUsage=clientAuth\n", "EC")
     }
 
-    fn leaf(&self, cn: &str, ext: &str) -> Pair {
+    /// `algorithm`: EC (P-256) or RSA (2048 bits).
+    fn leaf(&self, cn: &str, ext: &str, algorithm: &str) -> Pair {
         let tag: String = cn
             .chars()
             .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
@@ -79,7 +86,7 @@ impl Pki {
         let csr = self.dir.path(&format!("{tag}.csr"));
         let cert = self.dir.path(&format!("{tag}.pem"));
         let extfile = self.dir.path(&format!("{tag}.ext"));
-        new_key(&key);
+        new_key(&key, algorithm);
         std::fs::write(
             &extfile,
             format!(
@@ -123,13 +130,17 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-fn new_key(path: &Path) {
+fn new_key(path: &Path, algorithm: &str) {
+    let option = match algorithm {
+        "RSA" => "rsa_keygen_bits:2048",
+        _ => "ec_paramgen_curve:P-256",
+    };
     openssl(&[
         "genpkey",
         "-algorithm",
-        "EC",
+        algorithm,
         "-pkeyopt",
-        "ec_paramgen_curve:P-256",
+        option,
         "-out",
         s(path),
     ]);
