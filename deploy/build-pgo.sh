@@ -13,8 +13,8 @@
 # prints its path last. Needs llvm-profdata of the LLVM version rustc uses
 # (`rustc -vV`; Debian: apt-get install llvm-22 for rustc 1.95), wrk, curl,
 # openssl and h2load (nghttp2-client); --install installs what is missing
-# with apt-get. Takes about 6
-# minutes on 2 cores. Every process it starts is stopped on exit.
+# with apt-get. Takes about 12 minutes on 2 cores. Every process it starts
+# is stopped on exit.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
