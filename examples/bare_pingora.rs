@@ -5,7 +5,11 @@
 //! no work stealing, mimalloc), so fulcrum's CPU against it is what
 //! fulcrum's own features cost and its CPU against nginx's is Pingora's.
 //!
-//!   bare_pingora LISTEN SMALL_ADDR BIG_ADDR [THREADS]
+//!   bare_pingora LISTEN SMALL_ADDR BIG_ADDR [THREADS [CERT KEY]]
+//!
+//! With CERT and KEY it listens with TLS and ALPN h2/http/1.1 instead, with
+//! fulcrum's HTTP/2 stream limit and rustls provider, so that HTTP/2 over
+//! TLS (scenario k) has the same floor.
 
 use async_trait::async_trait;
 use pingora::prelude::*;
@@ -51,7 +55,11 @@ impl ProxyHttp for Bare {
             req.insert_header("X-Forwarded-For", ip.as_str())?;
             req.insert_header("X-Real-IP", ip)?;
         }
-        req.insert_header("X-Forwarded-Proto", "http")?;
+        let proto = match session.digest().and_then(|d| d.ssl_digest.as_ref()) {
+            Some(_) => "https",
+            None => "http",
+        };
+        req.insert_header("X-Forwarded-Proto", proto)?;
         Ok(())
     }
 }
@@ -59,15 +67,19 @@ impl ProxyHttp for Bare {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 4 {
-        eprintln!("usage: bare_pingora LISTEN SMALL_ADDR BIG_ADDR [THREADS]");
+        eprintln!("usage: bare_pingora LISTEN SMALL_ADDR BIG_ADDR [THREADS [CERT KEY]]");
         std::process::exit(2);
     }
     let parse = |s: &str| s.parse::<SocketAddr>().expect("an address as IP:port");
+    // fulcrum's provider, before Pingora's connector would install ring.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let conf = ServerConf {
         threads: args
             .get(4)
             .map_or(1, |t| t.parse().expect("a thread count")),
         work_stealing: false,
+        // As fulcrum's and nginx's in the benchmark's HTTP/2 scenario.
+        upstream_keepalive_pool_size: 1024,
         ..ServerConf::default()
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
@@ -79,7 +91,18 @@ fn main() {
             big: parse(&args[3]),
         },
     );
-    proxy.add_tcp(&args[1]);
+    match (args.get(5), args.get(6)) {
+        (Some(cert), Some(key)) => {
+            let mut h2 = pingora::protocols::http::v2::server::default_h2_options();
+            h2.max_concurrent_streams(128);
+            proxy.app_logic_mut().expect("an HTTP proxy").h2_options = Some(h2);
+            let mut tls = pingora::listeners::tls::TlsSettings::intermediate(cert, key)
+                .expect("a certificate and its key");
+            tls.enable_h2();
+            proxy.add_tls_with_settings(&args[1], None, tls);
+        }
+        _ => proxy.add_tcp(&args[1]),
+    }
     server.add_service(proxy);
     server.run_forever();
 }

@@ -75,8 +75,8 @@ TLS_SCENARIOS = {
           "{h2_streams} streams in flight on each (`h2load -c{h2_conns} -m{h2_streams}`), "
           "11-byte responses; HTTP/1.1 to the backend as in a). Latency percentiles from h2load's "
           "per-request log. \"Upstream connections\" are those the backend accepted during the "
-          "run: with {h2_total} requests in flight, nginx (`keepalive 1024`) and fulcrum "
-          "(`upstream_keepalive_pool_size: 1024`) keep up to 1,024 idle upstream connections "
+          "run: with {h2_total} requests in flight, nginx (`keepalive 1024`), fulcrum and bare "
+          "Pingora (`upstream_keepalive_pool_size: 1024`) keep up to 1,024 idle upstream connections "
           "here instead of 128, HAProxy without a count limit (README). " + BUSY + TLS_ROUNDS),
 }
 

@@ -486,7 +486,9 @@ proxy() {
         STOP_SIGNAL[$PID]=INT # SIGTERM would wait out Pingora's grace period
         ;;
     pingora) # its two upstreams: small=ADDR big=ADDR
-        start "$name" "$cpu" "$BARE" "127.0.0.1:$PORT" "${1#small=}" "${2#big=}" "$threads"
+        # With TLS set: a TLS listener with ALPN h2 and http/1.1.
+        start "$name" "$cpu" "$BARE" "127.0.0.1:$PORT" "${1#small=}" "${2#big=}" "$threads" \
+            ${TLS:+"$CERTS/$TLS.pem" "$CERTS/$TLS.key"}
         STOP_SIGNAL[$PID]=INT
         ;;
     nginx)
@@ -662,11 +664,10 @@ if wanted g; then
     skew_scenario g least_conn ewma ewma/1s
     SCRIPT_ARGS=()
 fi
-# TLS 1.3 (issue 26): fulcrum, nginx and HAProxy behind the same certificate;
-# no direct row (the backend speaks plain HTTP) and no bare Pingora (its
-# example has no TLS listener).
+# TLS 1.3 (issue 26): fulcrum, bare Pingora, nginx and HAProxy behind the
+# same certificate; no direct row (the backend speaks plain HTTP).
 if tls_wanted; then make_certs; fi
-TLS_CONTENDERS=(fulcrum ${NOPGO:+fulcrum-nopgo} nginx haproxy)
+TLS_CONTENDERS=(fulcrum ${NOPGO:+fulcrum-nopgo} pingora nginx haproxy)
 if wanted h; then TLS=ec ROUNDS=$ROUNDS_TLS scenario h / "${TLS_CONTENDERS[@]}"; fi
 if wanted i || wanted j; then
     # A new connection, so a full handshake, per request: wrk would resume
