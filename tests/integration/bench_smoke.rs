@@ -118,14 +118,13 @@ const LOAD: [(&str, &str, &[&str]); 8] = [
             "HAProxy",
         ],
     ),
-    // TLS 1.3 (issue 26): no direct row (the backend has no TLS) and no bare
-    // Pingora (its example has no TLS listener).
+    // TLS 1.3 (issue 26): no direct row (the backend has no TLS).
     ("h)", "requests/s", &TLS_CONTENDERS),
     ("i)", "handshakes/s", &TLS_CONTENDERS),
     ("j)", "handshakes/s", &TLS_CONTENDERS),
     ("k)", "requests/s", &TLS_CONTENDERS),
 ];
-const TLS_CONTENDERS: [&str; 3] = ["fulcrum", "nginx", "HAProxy"];
+const TLS_CONTENDERS: [&str; 4] = ["fulcrum", "bare Pingora", "nginx", "HAProxy"];
 /// Scenario e): idle connections.
 const IDLE: [&str; 3] = ["fulcrum", "nginx", "HAProxy"];
 /// Scenarios f) and g): one slow backend of two.
