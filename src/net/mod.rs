@@ -216,10 +216,19 @@
 //!     `src/protocols/http/v2/client.rs`, `sanitize_request_header`.
 //!     Tests: tests/integration/upstream_tls.rs (Host as sent),
 //!     tests/integration/grpc.rs.
+//! 28. Pingora's rustls listener and connector install ring as rustls's
+//!     process-wide provider only when none is installed, and the
+//!     connector builds its client config from that default: fulcrum
+//!     installs aws-lc-rs first (`config::tls::install_crypto_provider`),
+//!     so upstream TLS and health checks use it and offer X25519MLKEM768.
+//!     Pingora: pingora-rustls `src/lib.rs`,
+//!     `install_default_crypto_provider`; `src/connectors/tls/rustls/mod.rs`,
+//!     `TlsConnector::build_connector`. Test: tests/integration/upstream_tls.rs
+//!     (`upstream_tls_offers_the_post_quantum_key_exchange`).
 //!
 //! ## The queue
 //!
-//! 28. While a request waits in its pool's queue (before Pingora proxies
+//! 29. While a request waits in its pool's queue (before Pingora proxies
 //!     it), `downstream::gone` watches its client: when the body is done,
 //!     with `read_body_or_idle(true)`, which fails on a close or reset and,
 //!     pipelining on, stashes a next request's first byte for the next

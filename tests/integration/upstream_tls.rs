@@ -785,3 +785,123 @@ fn health_checks_of_tls_h2_and_h2c_pools_keep_a_healthy_nginx_up() {
         assert_eq!(r.status, 200, "{p}: {}", r.body);
     }
 }
+
+/// A TLS server of rustls's (aws-lc-rs) that agrees only to the
+/// post-quantum hybrid X25519MLKEM768: a client that does not offer it
+/// fails the handshake. It answers every HTTP/1.1 request on a connection
+/// with the key exchange group agreed, and stops when dropped.
+struct PqOnlyServer {
+    addr: SocketAddr,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    accept: Option<std::thread::JoinHandle<()>>,
+}
+
+impl PqOnlyServer {
+    fn start(site: &Pair) -> PqOnlyServer {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::Arc;
+        let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+        provider
+            .kx_groups
+            .retain(|g| g.name() == rustls::NamedGroup::X25519MLKEM768);
+        let certs = CertificateDer::pem_file_iter(&site.cert)
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let key = PrivateKeyDer::from_pem_file(&site.key).unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(provider))
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap();
+        let config = Arc::new(config);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let accept = std::thread::spawn(move || {
+            while !stopped.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((sock, _)) => {
+                        let config = config.clone();
+                        std::thread::spawn(move || Self::serve(config, sock));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        });
+        PqOnlyServer {
+            addr,
+            stop,
+            accept: Some(accept),
+        }
+    }
+
+    /// One connection: requests without bodies, answered until the peer
+    /// closes or a read fails (a refused handshake ends here too).
+    fn serve(config: std::sync::Arc<rustls::ServerConfig>, sock: TcpStream) {
+        use std::io::{BufRead, BufReader, Write};
+        sock.set_nonblocking(false).unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let conn = rustls::ServerConnection::new(config).unwrap();
+        let mut tls = BufReader::new(rustls::StreamOwned::new(conn, sock));
+        loop {
+            let mut line = String::new();
+            loop {
+                line.clear();
+                match tls.read_line(&mut line) {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) if line == "\r\n" => break,
+                    Ok(_) => {}
+                }
+            }
+            let s = tls.get_mut();
+            let group = s.conn.negotiated_key_exchange_group().map(|g| g.name());
+            let body = format!("{group:?}");
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            if s.write_all(answer.as_bytes()).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+impl Drop for PqOnlyServer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.accept.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// fulcrum's upstream TLS is Pingora's connector with the process's rustls
+/// provider, which fulcrum sets to aws-lc-rs before Pingora would install
+/// ring (`config::tls::install_crypto_provider`): its ClientHello offers
+/// X25519MLKEM768, so a server that insists on the post-quantum exchange
+/// is served (with ring it would refuse every handshake). Servers without
+/// it (nginx with OpenSSL 3.0, the other tests here) get X25519.
+#[test]
+fn upstream_tls_offers_the_post_quantum_key_exchange() {
+    let pki = Pki::new("fulcrum upstream test CA");
+    let site = pki.server("site.test", &["DNS:site.test"]);
+    let server = PqOnlyServer::start(&site);
+    let ca = pki.ca();
+    let pools = [("pq", pool("pq", server.addr, &tls(true, &ca, "")))];
+    let (f, _, _) = start_fulcrum(&site, &body(&pools));
+    for _ in 0..3 {
+        let r = f.get("/pq");
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.body, "Some(X25519MLKEM768)");
+    }
+    assert_eq!(f.server_status("pq", server.addr)["failures"], 0);
+    drop(f);
+}

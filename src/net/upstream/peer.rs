@@ -7,7 +7,7 @@
 //! itself. A TLS session or an HTTP/2 connection cannot be handed back and
 //! forth as a bare socket, so those pools use Pingora's connector and its
 //! pool whole: the TLS handshake, ALPN, HTTP/2 multiplexing and idle
-//! connections are Pingora's (src/net/mod.rs, assumption 25).
+//! connections are Pingora's (src/net/mod.rs, assumption 26).
 
 use super::connector::Lease;
 use crate::config::tls::UpstreamTls;
