@@ -2,7 +2,7 @@
 //! the benchmark (deploy/bench, contender `pingora`). It routes `/big` and
 //! everything else to one server each, adds the same forwarded headers, and
 //! runs with the same runtime choices as fulcrum (one thread unless told,
-//! no work stealing, mimalloc), so fulcrum's CPU against it is what
+//! no work stealing, mimalloc with fulcrum's purge delay), so fulcrum's CPU against it is what
 //! fulcrum's own features cost and its CPU against nginx's is Pingora's.
 //!
 //!   bare_pingora LISTEN SMALL_ADDR BIG_ADDR [THREADS [CERT KEY]]
@@ -70,6 +70,7 @@ fn main() {
         eprintln!("usage: bare_pingora LISTEN SMALL_ADDR BIG_ADDR [THREADS [CERT KEY]]");
         std::process::exit(2);
     }
+    fulcrum::lifecycle::allocator::tune();
     let parse = |s: &str| s.parse::<SocketAddr>().expect("an address as IP:port");
     // fulcrum's provider, before Pingora's connector would install ring.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();

@@ -17,6 +17,7 @@ use std::process::ExitCode;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    fulcrum::lifecycle::allocator::tune();
     fulcrum::config::tls::install_crypto_provider();
     let mut args = match cli::parse(std::env::args().skip(1)) {
         Ok(Command::Run(args)) => args,

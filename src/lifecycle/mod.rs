@@ -5,6 +5,7 @@
 //! after binding (`privileges`), systemd's readiness notifications
 //! (`notify`), and `fulcrum -s` (`control`).
 
+pub mod allocator;
 pub mod control;
 pub(crate) mod discovery;
 pub(crate) mod drain;
