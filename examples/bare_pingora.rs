@@ -2,8 +2,9 @@
 //! the benchmark (deploy/bench, contender `pingora`). It routes `/big` and
 //! everything else to one server each, adds the same forwarded headers, and
 //! runs with the same runtime choices as fulcrum (one thread unless told,
-//! no work stealing, mimalloc with fulcrum's purge delay), so fulcrum's CPU against it is what
-//! fulcrum's own features cost and its CPU against nginx's is Pingora's.
+//! no work stealing, mimalloc with fulcrum's purge delay), so fulcrum's CPU
+//! against it is what fulcrum's own features cost and its CPU against
+//! nginx's is Pingora's.
 //!
 //!   bare_pingora LISTEN SMALL_ADDR BIG_ADDR [THREADS [CERT KEY]]
 //!
