@@ -4,9 +4,9 @@
 //! mimalloc gives memory that has been free for `purge_delay` back to the
 //! kernel; memory used again after that is faulted in afresh, zeroed by the
 //! kernel. Its default, 1 s, is shorter than the cycles of HTTP/2 under
-//! load: at 1,000 streams in flight fulcrum took 0.06–0.10 page faults per
-//! request and spent 7–12% more CPU per request than with a 10 s delay
-//! (0.005–0.01 faults; docs/measurements.md). Plain HTTP/1 keepalive load
+//! load: at 1,000 streams in flight fulcrum took 0.07–0.10 page faults per
+//! request and about 10% more CPU per request than with a 10 s delay
+//! (0–0.01 faults; docs/measurements.md). Plain HTTP/1 keepalive load
 //! showed no fault to save (0.005 per request). The cost is that memory
 //! freed after a burst goes back to the kernel 10 s later instead of 1 s.
 
