@@ -74,7 +74,7 @@ fn main() {
     fulcrum::lifecycle::allocator::tune();
     let parse = |s: &str| s.parse::<SocketAddr>().expect("an address as IP:port");
     // fulcrum's provider, before Pingora's connector would install ring.
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    fulcrum::config::tls::install_crypto_provider();
     let conf = ServerConf {
         threads: args
             .get(4)
@@ -96,7 +96,7 @@ fn main() {
     match (args.get(5), args.get(6)) {
         (Some(cert), Some(key)) => {
             let mut h2 = pingora::protocols::http::v2::server::default_h2_options();
-            h2.max_concurrent_streams(128);
+            h2.max_concurrent_streams(fulcrum::lifecycle::service::H2_MAX_CONCURRENT_STREAMS);
             proxy.app_logic_mut().expect("an HTTP proxy").h2_options = Some(h2);
             let mut tls = pingora::listeners::tls::TlsSettings::intermediate(cert, key)
                 .expect("a certificate and its key");

@@ -298,7 +298,7 @@ fn h2_settings(
 }
 
 /// nginx's `http2_max_concurrent_streams` default.
-const H2_MAX_CONCURRENT_STREAMS: u32 = 128;
+pub const H2_MAX_CONCURRENT_STREAMS: u32 = 128;
 
 /// One line per TLS certificate of the listeners, for `fulcrum -t`: the
 /// names it is chosen for and the end of its validity.
