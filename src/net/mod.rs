@@ -241,6 +241,17 @@
 //!     tests/integration/queue.rs
 //!     (`a_client_that_disconnects_leaves_the_queue_at_once`, both ways;
 //!     `a_request_pipelined_behind_a_queued_one_is_answered_after_it`).
+//!
+//! ## HTTP/2 clients, HTTP/1.1 servers
+//!
+//! 30. Pingora passes an HTTP/2 client's empty last DATA frame to the
+//!     request body filter as an empty chunk with `end_of_stream`, and
+//!     its HTTP/1.1 chunked writer writes an empty chunk as `0\r\n\r\n`
+//!     (the last chunk) before it finishes the body with another one; the
+//!     proxy's body filter turns that chunk into none. Pingora:
+//!     `pingora-proxy/src/proxy_h1.rs`, `send_body_to_pipe`;
+//!     `src/protocols/http/v1/body.rs`, `do_write_chunked_body`. Test:
+//!     tests/integration/conformance_h2.rs.
 
 pub mod downstream;
 pub mod upstream;

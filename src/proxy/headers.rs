@@ -1,7 +1,8 @@
 //! The header fields fulcrum changes on the way through: the request's
 //! target in origin-form and its `Host`, the forwarded fields
 //! (`X-Forwarded-For`, `X-Real-IP`, `X-Forwarded-Proto`), the request id
-//! sent both ways, and the hop-by-hop fields of a server's response.
+//! sent both ways, an HTTP/2 client's cookies joined into one field, and
+//! the hop-by-hop fields of a server's response and a 204's length.
 //! Several of these run for every request, so they avoid the formatting
 //! machinery where a few bytes written by hand will do.
 
@@ -73,6 +74,28 @@ pub(super) fn set_target_and_host(
     Ok(())
 }
 
+/// Joins an HTTP/2 client's `Cookie` fields into one. HTTP/2 lets a client
+/// send each cookie as a field of its own (browsers do, for header
+/// compression), and RFC 9113 §8.2.3 requires joining them with "; "
+/// before the request goes on in HTTP/1.1, whose servers expect one field
+/// (RFC 6265 §5.4) and often read only the first.
+pub(super) fn join_cookies(req: &mut RequestHeader) -> Result<()> {
+    use http::header::COOKIE;
+    let mut cookies = req.headers.get_all(COOKIE).iter();
+    if cookies.next().is_none() || cookies.next().is_none() {
+        return Ok(());
+    }
+    let mut joined = Vec::new();
+    for value in req.headers.get_all(COOKIE) {
+        if !joined.is_empty() {
+            joined.extend_from_slice(b"; ");
+        }
+        joined.extend_from_slice(value.as_bytes());
+    }
+    let joined = HeaderValue::from_bytes(&joined).expect("valid values joined by \"; \"");
+    req.insert_header(COOKIE, joined)
+}
+
 /// Adds the forwarded fields (`https`: the client came over TLS) and the
 /// request id (unless `id_forwarded`: the request carries it already).
 pub(super) fn add_forwarded(
@@ -106,6 +129,14 @@ pub(super) fn add_forwarded(
         req.insert_header("X-Request-Id", id.clone())?;
     }
     Ok(())
+}
+
+/// Removes a 204's `Content-Length`, which a server must not send (RFC
+/// 9110 §8.6): a 204 has no body whatever it says, and nginx removes it too.
+pub(super) fn strip_length_of_no_content(resp: &mut ResponseHeader) {
+    if resp.status == http::StatusCode::NO_CONTENT {
+        resp.remove_header(&http::header::CONTENT_LENGTH);
+    }
 }
 
 /// Removes the hop-by-hop fields of a server's response (RFC 9110 §7.6.1):

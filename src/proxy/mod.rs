@@ -176,13 +176,21 @@ impl ProxyHttp for Fulcrum {
         &self,
         _session: &mut Session,
         body: &mut Option<Bytes>,
-        _end_of_stream: bool,
+        end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         if let Some(b) = body {
             ctx.body_bytes += b.len() as u64;
             if limits::body_too_large(ctx.body_bytes, ctx.body_limit) {
                 return Err(limits::body_reject(ctx.body_limit).into_error());
+            }
+            // An HTTP/2 client's body may end with an empty DATA frame.
+            // Pingora would write that as an empty chunk, which in HTTP/1.1
+            // chunked encoding is the last chunk, and then the last chunk
+            // again: the server would read a stray "0" request after this
+            // one (Pingora assumption 30, src/net/mod.rs).
+            if end_of_stream && b.is_empty() {
+                *body = None;
             }
         }
         Ok(())
@@ -201,6 +209,9 @@ impl ProxyHttp for Fulcrum {
             ctx.pool.as_ref().and_then(|p| p.config.host_header.clone()),
             ctx.current.as_ref().map(|a| a.server().name.as_str()),
         )?;
+        if session.req_header().version == http::Version::HTTP_2 {
+            headers::join_cookies(req)?;
+        }
         let https = session
             .as_ref()
             .digest()
@@ -227,6 +238,7 @@ impl ProxyHttp for Fulcrum {
         }
         // After the lease has read the server's own `Connection`.
         headers::strip_hop_by_hop(resp);
+        headers::strip_length_of_no_content(resp);
         let status = resp.status.as_u16();
         ctx.response_arrived(status);
         let Some(pool) = ctx.pool.clone() else {

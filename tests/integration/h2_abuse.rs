@@ -11,10 +11,10 @@
 use crate::common::certs::Pki;
 use crate::common::*;
 use serde_json::Value;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Most that a case may add to fulcrum's resident memory.
 const RSS_BOUND_KIB: u64 = 20 * 1024;
@@ -160,34 +160,6 @@ impl H2 {
 fn tail(log: &str) -> String {
     let lines: Vec<&str> = log.lines().collect();
     lines[lines.len().saturating_sub(30)..].join("\n")
-}
-
-/// Runs `cmd` to completion, killing it (by pid) after `limit`.
-fn run_bounded(cmd: &mut Command, limit: Duration) -> std::process::Output {
-    let child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run python3 (deploy/test.sh installs it)");
-    let pid = child.id();
-    let done = Arc::new(AtomicBool::new(false));
-    let watchdog = {
-        let done = Arc::clone(&done);
-        std::thread::spawn(move || {
-            let until = Instant::now() + limit;
-            while !done.load(Relaxed) && Instant::now() < until {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            if !done.load(Relaxed) {
-                signal(pid, "KILL");
-            }
-        })
-    };
-    let out = child.wait_with_output().unwrap();
-    done.store(true, Relaxed);
-    watchdog.join().unwrap();
-    out
 }
 
 /// A client that keeps asking fulcrum for `/probe` (HTTP/1.1, fresh

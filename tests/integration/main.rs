@@ -35,6 +35,7 @@ mod upstream_misbehaviour;
 
 // HTTP/1.1 handling, hostile input and limits.
 mod conformance;
+mod conformance_h2;
 mod h2_abuse;
 mod headers;
 mod hostile;

@@ -18,6 +18,8 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub const FULCRUM: &str = env!("CARGO_BIN_EXE_fulcrum");
@@ -29,7 +31,7 @@ pub struct TempDir(pub PathBuf);
 impl TempDir {
     pub fn new(tag: &str) -> TempDir {
         static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let n = N.fetch_add(1, Relaxed);
         let p = std::env::temp_dir().join(format!("fulcrum-test-{tag}-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&p);
         std::fs::create_dir_all(&p).unwrap();
@@ -639,4 +641,37 @@ impl Fulcrum {
             self.get("/nginx-status/json").body
         );
     }
+}
+
+/// Runs `cmd` to completion, killing it (by pid) after `limit`.
+pub fn run_bounded(cmd: &mut Command, limit: Duration) -> std::process::Output {
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!(
+                "run {:?} (deploy/test.sh installs what the tests run): {e}",
+                cmd.get_program()
+            )
+        });
+    let pid = child.id();
+    let done = Arc::new(AtomicBool::new(false));
+    let watchdog = {
+        let done = Arc::clone(&done);
+        std::thread::spawn(move || {
+            let until = Instant::now() + limit;
+            while !done.load(Relaxed) && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            if !done.load(Relaxed) {
+                signal(pid, "KILL");
+            }
+        })
+    };
+    let out = child.wait_with_output().unwrap();
+    done.store(true, Relaxed);
+    watchdog.join().unwrap();
+    out
 }

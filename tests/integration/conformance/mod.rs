@@ -36,11 +36,11 @@
 mod case;
 mod client;
 mod compare;
-mod nginx;
+pub(crate) mod nginx;
 mod requests;
 mod responses;
-mod upstream;
-mod wire;
+pub(crate) mod upstream;
+pub(crate) mod wire;
 
 use self::case::{Case, Kind};
 use self::client::Seen;

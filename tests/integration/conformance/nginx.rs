@@ -29,7 +29,15 @@ pub struct Nginx {
 ///   connections to the upstream, as fulcrum keeps.
 /// - The forwarding headers fulcrum always adds.
 /// - `proxy_next_upstream error timeout`: fulcrum's default `retry.on`.
-fn config(dir: &TempDir, port: u16, upstream: SocketAddr) -> String {
+/// - `http2` (the HTTP/2 suite): the listener speaks HTTP/2 with prior
+///   knowledge (h2c), and a request without a Host field (HTTP/2 carries
+///   the host in `:authority`) sends nginx's `$host`, which is that.
+fn config(dir: &TempDir, port: u16, upstream: SocketAddr, http2: bool) -> String {
+    let (listen, no_host) = if http2 {
+        (" http2", "$host")
+    } else {
+        ("", "$server_addr:$server_port")
+    };
     let d = dir.0.display();
     format!(
         r#"daemon off;
@@ -47,7 +55,7 @@ http {{
     scgi_temp_path {d}/scgi;
 
     map $http_host $upstream_host {{
-        ""      $server_addr:$server_port;
+        ""      {no_host};
         default $http_host;
     }}
 
@@ -57,7 +65,7 @@ http {{
     }}
 
     server {{
-        listen 127.0.0.1:{port};
+        listen 127.0.0.1:{port}{listen};
         location / {{
             proxy_pass http://recorder;
             proxy_http_version 1.1;
@@ -75,9 +83,18 @@ http {{
 }
 
 impl Nginx {
+    pub fn start(upstream: SocketAddr) -> Nginx {
+        Nginx::start_with(upstream, false)
+    }
+
+    /// nginx with an h2c listener (HTTP/2 with prior knowledge).
+    pub fn start_h2c(upstream: SocketAddr) -> Nginx {
+        Nginx::start_with(upstream, true)
+    }
+
     // The child moves into `Nginx`, whose Drop waits for it.
     #[allow(clippy::zombie_processes)]
-    pub fn start(upstream: SocketAddr) -> Nginx {
+    fn start_with(upstream: SocketAddr, http2: bool) -> Nginx {
         assert!(
             std::path::Path::new(NGINX).is_file(),
             "the conformance suite needs nginx: apt-get install nginx (deploy/test.sh does)"
@@ -86,7 +103,7 @@ impl Nginx {
         let dir = TempDir::new("nginx");
         let port = free_port();
         let conf = dir.path("nginx.conf");
-        std::fs::write(&conf, config(&dir, port, upstream)).unwrap();
+        std::fs::write(&conf, config(&dir, port, upstream, http2)).unwrap();
         let child = Command::new(NGINX)
             .arg("-p")
             .arg(&dir.0)

@@ -83,7 +83,8 @@ struct Lane {
 #[derive(Default)]
 struct State {
     lanes: HashMap<String, Lane>,
-    /// Requests that named no known lane (a proxy that dropped X-Real-IP).
+    /// Requests that named no known lane (a proxy that dropped X-Real-IP),
+    /// and heads that did not parse.
     orphans: Vec<UpRequest>,
 }
 
@@ -129,7 +130,8 @@ impl Recorder {
             .unwrap_or_default()
     }
 
-    /// Requests that could not be filed under a lane.
+    /// Requests that could not be filed under a lane, and heads that did
+    /// not parse.
     pub fn orphans(&self) -> Vec<UpRequest> {
         self.state.lock().unwrap().orphans.clone()
     }
@@ -163,7 +165,19 @@ fn serve(stream: TcpStream, conn: usize, state: &Mutex<State>) {
     while let Some(raw) = wire.raw_head() {
         let head = match parse_request(&raw) {
             Ok(h) => h,
-            Err(_) => {
+            Err(e) => {
+                // Bytes a proxy left on the connection after a request
+                // (a framing error): an orphan, so that the suites see it.
+                state.lock().unwrap().orphans.push(UpRequest {
+                    conn,
+                    method: format!("(unparsable: {e})"),
+                    target: super::wire::show(&raw),
+                    minor: 1,
+                    fields: vec![],
+                    body: vec![],
+                    trailers: vec![],
+                    answered: None,
+                });
                 let _ = wire.get_mut().write_all(
                     b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
                 );
