@@ -2,7 +2,8 @@
 //! target in origin-form and its `Host`, the forwarded fields
 //! (`X-Forwarded-For`, `X-Real-IP`, `X-Forwarded-Proto`), the request id
 //! sent both ways, an HTTP/2 client's cookies joined into one field, and
-//! the hop-by-hop fields of a server's response and a 204's length.
+//! the hop-by-hop fields of a server's response, a 204's length, and the
+//! chunked framing an HTTP/1.0 client cannot read.
 //! Several of these run for every request, so they avoid the formatting
 //! machinery where a few bytes written by hand will do.
 
@@ -137,6 +138,20 @@ pub(super) fn strip_length_of_no_content(resp: &mut ResponseHeader) {
     if resp.status == http::StatusCode::NO_CONTENT {
         resp.remove_header(&http::header::CONTENT_LENGTH);
     }
+}
+
+/// An HTTP/1.0 client does not know chunked encoding, and a server must
+/// not send it one (RFC 9112 §6.1): a response that would go chunked (the
+/// server's, or an HTTP/2 server's without a length) goes to it as it is,
+/// delimited by closing the connection, as nginx does. `true`: it must
+/// close.
+pub(super) fn unchunk_for_http10(client: http::Version, resp: &mut ResponseHeader) -> bool {
+    use http::header::TRANSFER_ENCODING;
+    if client != http::Version::HTTP_10 || !resp.headers.contains_key(TRANSFER_ENCODING) {
+        return false;
+    }
+    resp.remove_header(&TRANSFER_ENCODING);
+    true
 }
 
 /// Removes the hop-by-hop fields of a server's response (RFC 9110 §7.6.1):

@@ -271,6 +271,9 @@ impl ProxyHttp for Fulcrum {
             .as_mut()
             .set_close_on_response_before_downstream_finish(!interim);
         resp.insert_header("X-Request-Id", ctx.request_id.clone())?;
+        if headers::unchunk_for_http10(session.req_header().version, resp) {
+            session.set_keepalive(None);
+        }
         // Old process after an upgrade: move keepalive clients to the new one.
         self.leaving.close_connection_if_leaving(session);
         Ok(())

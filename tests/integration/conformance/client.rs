@@ -2,7 +2,7 @@
 //! asks for them) from a given source address, reads every response that
 //! comes back, and finds out whether the connection stays open afterwards.
 
-use super::wire::{parse_response, split_requests, Fields, Wire};
+use super::wire::{parse_response, split_requests, Fields, Framing, Wire};
 use socket2::{Domain, Socket, Type};
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr, TcpStream};
@@ -70,9 +70,15 @@ pub fn run(from: IpAddr, to: SocketAddr, steps: &[Step]) -> Seen {
             sent.extend_from_slice(b);
         }
     }
-    // Which responses answer a HEAD; how many final answers to expect.
+    // What each response answers; how many final answers to expect.
     let (requests, leftover) = split_requests(&sent);
-    let heads: Vec<bool> = requests.iter().map(|r| r.method == "HEAD").collect();
+    let heads: Vec<Asked> = requests
+        .iter()
+        .map(|r| Asked {
+            head: r.method == "HEAD",
+            http10: r.minor == 0,
+        })
+        .collect();
     let expected = heads.len() + usize::from(leftover);
     let mut wire = Wire::new(connect(from, to));
     let mut seen = Seen::default();
@@ -93,7 +99,17 @@ pub fn run(from: IpAddr, to: SocketAddr, steps: &[Step]) -> Seen {
 
 /// Reads responses until `n` final ones arrived in all, the connection
 /// closed, or none came for [`NEXT_RESPONSE`].
-fn read_responses(wire: &mut Wire<TcpStream>, heads: &[bool], n: usize, seen: &mut Seen) {
+/// What a request asked that decides how its answer is read.
+#[derive(Clone, Copy, Default)]
+struct Asked {
+    head: bool,
+    /// An HTTP/1.0 client does not decode chunked encoding: it reads a
+    /// chunked answer to the close, framing and all (RFC 9112 §6.1 says a
+    /// server must not send it one).
+    http10: bool,
+}
+
+fn read_responses(wire: &mut Wire<TcpStream>, heads: &[Asked], n: usize, seen: &mut Seen) {
     while seen.responses.len() < n && seen.garbage.is_empty() {
         wire.deadline = Some(Instant::now() + NEXT_RESPONSE);
         let Some(raw) = wire.raw_head() else {
@@ -111,8 +127,13 @@ fn read_responses(wire: &mut Wire<TcpStream>, heads: &[bool], n: usize, seen: &m
             seen.interim.push(head.status);
             continue;
         }
-        let to_head = heads.get(seen.responses.len()).copied().unwrap_or(false);
-        let body = wire.body(head.framing(to_head));
+        let asked = heads.get(seen.responses.len()).copied().unwrap_or_default();
+        let to_head = asked.head;
+        let framing = match head.framing(to_head) {
+            Framing::Chunked if asked.http10 => Framing::UntilClose,
+            f => f,
+        };
+        let body = wire.body(framing);
         let complete = body.complete;
         seen.responses.push(Resp {
             status: head.status,

@@ -112,6 +112,18 @@ fn no_body() -> Vec<Case> {
             KEEP,
         ),
         response_to(
+            "HTTP/1.0 request answered chunked",
+            format!("GET /resp/http10-chunked HTTP/1.0\r\nHost: {HOST}\r\n\r\n").as_bytes(),
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+            KEEP,
+        ),
+        response_to(
+            "HTTP/1.0 keep-alive request answered chunked",
+            format!("GET /resp/http10-ka-chunked HTTP/1.0\r\nHost: {HOST}\r\nConnection: keep-alive\r\n\r\n").as_bytes(),
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+            KEEP,
+        ),
+        response_to(
             "HEAD answered chunked",
             head.as_bytes(),
             "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
