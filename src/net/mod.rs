@@ -252,6 +252,15 @@
 //!     `pingora-proxy/src/proxy_h1.rs`, `send_body_to_pipe`;
 //!     `src/protocols/http/v1/body.rs`, `do_write_chunked_body`. Test:
 //!     tests/integration/conformance_h2.rs.
+//! 31. Pingora decides `Transfer-Encoding: chunked` for an HTTP/1.x
+//!     client before the response filter when the server is HTTP/1.x (so
+//!     the filter takes it away again for an HTTP/1.0 client,
+//!     `proxy::headers::unchunk_for_http10`), but after it when the server
+//!     is HTTP/2: through `h2`/`h2c` pools an HTTP/1.0 client still gets
+//!     chunked (docs/behaviour.md). Pingora: `pingora-proxy/src/proxy_h1.rs`
+//!     and `proxy_h2.rs`, `h1_response_filter`/`h2_response_filter`. Test:
+//!     tests/integration/conformance (`HTTP/1.0 request answered chunked`,
+//!     `HTTP/1.0 keep-alive request answered chunked`).
 
 pub mod downstream;
 pub mod upstream;

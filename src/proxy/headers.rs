@@ -144,7 +144,8 @@ pub(super) fn strip_length_of_no_content(resp: &mut ResponseHeader) {
 /// not send it one (RFC 9112 §6.1): a response that would go chunked (the
 /// server's, or an HTTP/2 server's without a length) goes to it as it is,
 /// delimited by closing the connection, as nginx does. `true`: it must
-/// close.
+/// close. (Through an HTTP/2 server Pingora adds chunked after this runs:
+/// Pingora assumption 31, src/net/mod.rs.)
 pub(super) fn unchunk_for_http10(client: http::Version, resp: &mut ResponseHeader) -> bool {
     use http::header::TRANSFER_ENCODING;
     if client != http::Version::HTTP_10 || !resp.headers.contains_key(TRANSFER_ENCODING) {
