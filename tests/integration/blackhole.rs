@@ -5,7 +5,8 @@
 //! fulcrum runs in the root namespace next to a healthy server on loopback.
 //!
 //! Needs root (CAP_NET_ADMIN) and iproute2; fails with a clear message
-//! otherwise.
+//! otherwise. And the converse on loopback: a server that is alive but
+//! stops reading an upload is not taken for a vanished one.
 
 use crate::common::*;
 use std::process::Command;
@@ -281,4 +282,88 @@ fn a_blackholed_server_costs_at_most_connect_timeout_and_requests_keep_succeedin
         "{s}"
     );
     f.assert_in_flight_returns_to_zero();
+}
+
+/// How long the server below does nothing before it reads the body: well
+/// past the user timeout (40% of its 300 ms `connect_timeout`).
+const PAUSE: Duration = Duration::from_secs(2);
+/// Large enough to fill the server's small receive buffer and wait.
+const UPLOAD: usize = 2 << 20;
+
+/// The other side of the same TCP settings: a server that is alive but
+/// stops reading for a while (a busy worker, an upload read at the pace of
+/// a disk) holds its receive window shut, and the kernel would abort the
+/// connection after the user timeout. The upload must go through, as it
+/// does through nginx (`proxy_send_timeout` only). Loopback, no namespace.
+#[test]
+fn a_server_that_pauses_reading_a_large_upload_still_gets_it() {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    // Set before listen, so the accepted connection starts with it.
+    sock.set_recv_buffer_size(32 * 1024).unwrap();
+    sock.bind(
+        &"127.0.0.1:0"
+            .parse::<std::net::SocketAddr>()
+            .unwrap()
+            .into(),
+    )
+    .unwrap();
+    sock.listen(8).unwrap();
+    let listener: std::net::TcpListener = sock.into();
+    let addr = listener.local_addr().unwrap();
+    let server = thread::spawn(move || {
+        use std::io::{Read, Write};
+        let (mut c, _) = listener.accept().unwrap();
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut head = vec![];
+        let body_start = loop {
+            let n = c.read(&mut buf).unwrap();
+            assert!(n > 0, "fulcrum closed before the head was in");
+            head.extend_from_slice(&buf[..n]);
+            if let Some(i) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+        };
+        thread::sleep(PAUSE);
+        let mut got = head.len() - body_start;
+        while got < UPLOAD {
+            match c.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got += n,
+            }
+        }
+        let body = got.to_string();
+        let _ = c.write_all(
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        );
+        got
+    });
+    let f = Fulcrum::start(&format!(
+        "limits:\n  client_max_body_size: 0\n{}",
+        one_pool(
+            "svc",
+            "/up",
+            &[addr],
+            &format!(
+                "connect_timeout: {}ms\nwrite_timeout: 30s\nread_timeout: 30s",
+                CONNECT_TIMEOUT.as_millis()
+            )
+        )
+    ));
+    let mut request =
+        format!("POST /up HTTP/1.1\r\nHost: t\r\nContent-Length: {UPLOAD}\r\n\r\n").into_bytes();
+    request.resize(request.len() + UPLOAD, b'u');
+    let answer = raw::exchange(f.addr, &request, Duration::ZERO);
+    let got = server.join().unwrap();
+    assert_eq!(
+        got,
+        UPLOAD,
+        "the server got {got} of {UPLOAD} bytes; fulcrum answered {}",
+        answer.summary()
+    );
+    assert_eq!(answer.status(), 200, "{}", answer.summary());
+    assert_eq!(answer.response.unwrap().body, UPLOAD.to_string());
 }

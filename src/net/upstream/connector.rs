@@ -288,6 +288,8 @@ impl L4Connect for Connector {
                 addr,
                 lease: Arc::clone(&self.lease),
                 sent_ns: 0,
+                written: 0,
+                connect_timeout: self.connect_timeout,
             },
         ))))
     }
@@ -322,6 +324,10 @@ struct LentSocket {
     /// When the request was last written to (ns, server_time's clock); 0
     /// once its answer began to arrive.
     sent_ns: u64,
+    /// Bytes of the request written so far.
+    written: usize,
+    /// The pool's, for the user timeout (net/upstream/tcp.rs).
+    connect_timeout: Duration,
 }
 
 impl LentSocket {
@@ -340,11 +346,33 @@ impl LentSocket {
             return;
         };
         match tcp.try_read(&mut [0u8; 1]) {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && self.ready_for_next(&tcp) => {
                 checkin(self.lease.idle_capacity, self.addr, tcp)
             }
             Ok(n) if n > 0 => self.lease.surplus("more bytes came after it"),
-            _ => {} // closed or broken: dropped
+            _ => {} // closed, broken, or not ready for the next: dropped
+        }
+    }
+
+    /// A lifted user timeout is set back for the next request; a
+    /// connection it cannot be set on is not kept.
+    fn ready_for_next(&self, tcp: &TcpStream) -> bool {
+        self.written <= upstream_tcp::PATIENT_AFTER
+            || upstream_tcp::set_user_timeout(tcp.as_raw_fd(), Some(self.connect_timeout)).is_ok()
+    }
+
+    /// Counts the request's bytes; past `PATIENT_AFTER` the server may fill
+    /// its receive window and wait, which is not death: the user timeout
+    /// is lifted until the request ends (net/upstream/tcp.rs).
+    fn wrote(&mut self, n: usize) {
+        let before = self.written;
+        self.written += n;
+        if before <= upstream_tcp::PATIENT_AFTER && self.written > upstream_tcp::PATIENT_AFTER {
+            if let Some(tcp) = &self.tcp {
+                if let Err(e) = upstream_tcp::set_user_timeout(tcp.as_raw_fd(), None) {
+                    log::debug!("upstream {}: user timeout not lifted: {e}", self.addr);
+                }
+            }
         }
     }
 
@@ -416,6 +444,7 @@ impl AsyncWrite for LentSocket {
         if let Poll::Ready(Ok(n)) = written {
             if n > 0 {
                 this.sent_ns = server_time::now_ns();
+                this.wrote(n);
             }
         }
         written
@@ -510,6 +539,74 @@ mod tests {
         // The dropped one is closed: its server reads end of file.
         let mut b = [0u8; 1];
         assert_eq!(servers[0].read(&mut b).await.unwrap(), 0);
+        IDLE.with_borrow_mut(|i| i.clear());
+    }
+
+    fn user_timeout_ms(tcp: &TcpStream) -> libc::c_int {
+        let mut v: libc::c_int = -1;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: v and len describe a c_int-sized buffer.
+        let rc = unsafe {
+            libc::getsockopt(
+                tcp.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_USER_TIMEOUT,
+                (&mut v as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        assert_eq!(rc, 0);
+        v
+    }
+
+    #[tokio::test]
+    async fn a_large_request_lifts_the_user_timeout_until_its_connection_is_kept() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let config = crate::config::from_str(
+            &format!("pools:\n  p:\n    servers: [{{addr: \"{addr}\"}}]\n"),
+            &|_| None,
+        )
+        .unwrap()
+        .config
+        .pools
+        .remove(0);
+        let pool = Pool::new(config, &Default::default());
+        let server = Arc::clone(&pool.servers[0]);
+        let connect_timeout = Duration::from_secs(1);
+        let (client, mut peer) = pair(&listener).await;
+        upstream_tcp::set_user_timeout(client.as_raw_fd(), Some(connect_timeout)).unwrap();
+        assert_eq!(user_timeout_ms(&client), 400);
+        let lease = Lease::with_idle_capacity(Arc::new(pool), server, 8);
+        let mut sock = LentSocket {
+            tcp: Some(client),
+            addr,
+            lease: Arc::clone(&lease),
+            sent_ns: 0,
+            written: 0,
+            connect_timeout,
+        };
+        sock.write_all(&[b'h'; 1000]).await.unwrap();
+        assert_eq!(
+            user_timeout_ms(sock.tcp.as_ref().unwrap()),
+            400,
+            "a small request keeps it"
+        );
+        sock.write_all(&vec![b'b'; upstream_tcp::PATIENT_AFTER])
+            .await
+            .unwrap();
+        assert_eq!(
+            user_timeout_ms(sock.tcp.as_ref().unwrap()),
+            0,
+            "a large one lifts it"
+        );
+        let mut got = vec![0u8; 1000 + upstream_tcp::PATIENT_AFTER];
+        peer.read_exact(&mut got).await.unwrap();
+        // The answer is in: Pingora's next read is its check before pooling.
+        lease.response_complete();
+        assert_eq!(sock.read(&mut [0u8; 1]).await.unwrap(), 0);
+        let kept = checkout(addr).expect("kept for the next request");
+        assert_eq!(user_timeout_ms(&kept), 400, "set back before it was kept");
         IDLE.with_borrow_mut(|i| i.clear());
     }
 }

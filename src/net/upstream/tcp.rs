@@ -10,6 +10,14 @@
 //! brings the abort to about `user_timeout` + 3 × RTO. A slow but alive
 //! server still ACKs at the TCP level (at once for a retransmission), so it
 //! is not affected; an early retransmission on a LAN costs one small packet.
+//!
+//! One alive server is affected: one that stops reading while a request
+//! body arrives (a busy worker, an upload read at a disk's pace) shuts its
+//! receive window, and Linux aborts a connection whose window stays shut
+//! past the user timeout too (`tcp_probe_timer`). A request that has
+//! written more than [`PATIENT_AFTER`] bytes has the user timeout lifted
+//! until it ends: only a large body can fill a server's window, and for it
+//! the pool's `write_timeout` applies, as nginx's `proxy_send_timeout`.
 
 use log::info;
 use pingora::protocols::TcpKeepalive;
@@ -31,6 +39,20 @@ pub fn dead_peer_detection(connect_timeout: Duration) -> TcpKeepalive {
         count: 3,
         user_timeout: user_timeout(connect_timeout),
     }
+}
+
+/// Request bytes (head and body) past which the user timeout is lifted for
+/// the rest of the request: below a server's smallest usual receive window
+/// (64 KiB on Linux by default), so that a body that may fill one never
+/// meets it.
+pub const PATIENT_AFTER: usize = 16 * 1024;
+
+/// Lifts the user timeout of a connection (`None`), or sets it back for
+/// its `connect_timeout`.
+pub fn set_user_timeout(fd: RawFd, connect_timeout: Option<Duration>) -> std::io::Result<()> {
+    let ms = connect_timeout.map_or(0, |c| user_timeout(c).as_millis());
+    let ms = libc::c_int::try_from(ms).unwrap_or(libc::c_int::MAX);
+    set_int_option(fd, libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT, ms)
 }
 
 fn user_timeout(connect_timeout: Duration) -> Duration {
