@@ -36,11 +36,12 @@ command -v man >/dev/null || need+=(man-db)
 # The TLS and HTTP/2 bad-input tests (tests/integration/tls_bad_input.rs,
 # h2_abuse.rs): throwaway certificates by openssl; hostile HTTP/2 clients
 # in python3 with the h2 library. The gRPC tests (grpc.rs): client and
-# server in python3 with grpcio. Both from pip when python3 lacks them
-# (below); the upstream TLS tests (upstream_tls.rs): nginx and openssl.
+# server in python3 with grpcio. The WebSocket test (websocket.rs): client
+# and server in python3 with websockets. All from pip when python3 lacks
+# them (below); the upstream TLS tests (upstream_tls.rs): nginx and openssl.
 command -v openssl >/dev/null || need+=(openssl)
 command -v python3 >/dev/null || need+=(python3)
-python3 -c 'import h2, grpc' 2>/dev/null || python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
+python3 -c 'import h2, grpc, websockets' 2>/dev/null || python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
 # The DNS discovery tests' DNS server (the binary, without the service).
 [ -x /usr/sbin/dnsmasq ] || need+=(dnsmasq-base)
 # The systemd unit test (tests/integration/systemd.rs) runs systemd itself,
@@ -53,17 +54,14 @@ if [ ${#need[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive "${SUDO[@]}" apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
-if ! python3 -c 'import h2' 2>/dev/null; then
-    echo "test.sh: installing h2 (python)"
-    python3 -m pip install -q h2 2>/dev/null ||
-        python3 -m pip install -q --break-system-packages h2
-fi
-# grpcio: prebuilt wheels from PyPI.
-if ! python3 -c 'import grpc' 2>/dev/null; then
-    echo "test.sh: installing grpcio (python)"
-    python3 -m pip install -q grpcio 2>/dev/null ||
-        python3 -m pip install -q --break-system-packages grpcio
-fi
+# MODULE:PACKAGE; grpcio comes as prebuilt wheels from PyPI.
+for pair in h2:h2 grpc:grpcio websockets:websockets; do
+    if ! python3 -c "import ${pair%%:*}" 2>/dev/null; then
+        echo "test.sh: installing ${pair#*:} (python)"
+        python3 -m pip install -q "${pair#*:}" 2>/dev/null ||
+            python3 -m pip install -q --break-system-packages "${pair#*:}"
+    fi
+done
 
 echo "test.sh: shellcheck"
 mapfile -t scripts < <(find deploy .ci -type f \( -name '*.sh' -o -name fulcrum-upgrade -o -path .ci/run -o -path 'deploy/debian/p*' \))

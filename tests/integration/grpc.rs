@@ -11,11 +11,11 @@
 //! access log count one request per gRPC call (one HTTP/2 stream).
 
 use crate::common::certs::Pki;
-use crate::common::{repo_path, shared, stop_child, wait_until, Fulcrum, Shared, TempDir};
+use crate::common::{repo_path, wait_until, Fulcrum, PyServer};
 use serde_json::Value;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// The gRPC peers (server and client), run by `python3`.
@@ -25,66 +25,23 @@ fn peer_script() -> PathBuf {
 
 /// A grpcio server on a loopback port (h2c), stopped by its pid on drop.
 struct GrpcServer {
-    child: Child,
-    addr: SocketAddr,
-    _dir: TempDir,
-    _shared: Shared,
+    py: PyServer,
 }
 
 impl GrpcServer {
-    // The child moves into `GrpcServer`, whose Drop waits for it.
-    #[allow(clippy::zombie_processes)]
     fn start() -> GrpcServer {
-        let shared = shared();
-        let dir = TempDir::new("grpc");
-        let port_file = dir.path("port");
-        let err = dir.path("stderr");
-        let mut child = Command::new("python3")
-            .arg(peer_script())
-            .arg("server")
-            .arg(&port_file)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(std::fs::File::create(&err).unwrap()))
-            .spawn()
-            .expect("run python3 (deploy/test.sh installs it and grpcio)");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(port) = std::fs::read_to_string(&port_file)
-                .ok()
-                .and_then(|t| t.trim().parse::<u16>().ok())
-            {
-                return GrpcServer {
-                    child,
-                    addr: SocketAddr::from(([127, 0, 0, 1], port)),
-                    _dir: dir,
-                    _shared: shared,
-                };
-            }
-            let exited = child.try_wait().ok().flatten();
-            if exited.is_some() || Instant::now() >= deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "the grpcio server did not start ({exited:?}); it needs `pip install grpcio` \
-                     (deploy/test.sh does):\n{}",
-                    std::fs::read_to_string(&err).unwrap_or_default()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(25));
-        }
+        let py = PyServer::start(&peer_script(), "the grpcio server", "grpcio");
+        GrpcServer { py }
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.py.addr
     }
 
     /// The server's own counts (`calls` per method, `max_active`,
     /// `cancelled`, `forwarded_proto`), asked directly, not through fulcrum.
     fn stats(&self) -> Value {
-        client("stats", &Listener::Direct(self.addr), 1)
-    }
-}
-
-impl Drop for GrpcServer {
-    fn drop(&mut self) {
-        stop_child(&mut self.child, Duration::from_secs(2));
+        client("stats", &Listener::Direct(self.addr()), 1)
     }
 }
 
@@ -173,7 +130,7 @@ fn setup() -> Setup {
     let body = format!(
         "pools:\n  grpc:\n    protocol: h2c\n    servers: [{{ addr: \"{}\" }}]\n\
          routes:\n  - {{ prefix: /test.Echo/, pool: grpc }}\n",
-        server.addr
+        server.addr()
     );
     let (f, ports) = Fulcrum::start_listening(
         &["{ addr: \"127.0.0.1:{port}\", http2: true }", &tls],
@@ -195,7 +152,7 @@ fn setup() -> Setup {
 impl Setup {
     /// The grpc server's entry in fulcrum's status JSON.
     fn upstream(&self) -> Value {
-        self.f.server_status("grpc", self.server.addr)
+        self.f.server_status("grpc", self.server.addr())
     }
 
     /// The route's entry in fulcrum's status JSON.
@@ -262,7 +219,7 @@ fn unary_calls_over_h2c_and_tls_listeners_are_counted_once_each() {
             "{}",
             line.raw
         );
-        assert_eq!(line.upstreams, vec![s.server.addr], "{}", line.raw);
+        assert_eq!(line.upstreams, vec![s.server.addr()], "{}", line.raw);
         assert_eq!(line.upstream_statuses, vec![200], "{}", line.raw);
     }
     let stats = s.server.stats();

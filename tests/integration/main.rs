@@ -43,6 +43,7 @@ mod limits;
 mod pipelining;
 mod tls;
 mod tls_bad_input;
+mod websocket;
 
 // TLS and HTTP/2 towards servers, gRPC end to end.
 mod grpc;

@@ -675,3 +675,66 @@ pub fn run_bounded(cmd: &mut Command, limit: Duration) -> std::process::Output {
     watchdog.join().unwrap();
     out
 }
+
+/// A server in Python (`python3 SCRIPT server PORT_FILE`: it listens on a
+/// free loopback port and writes the port to PORT_FILE), stopped by its
+/// pid on drop.
+pub struct PyServer {
+    child: Child,
+    pub addr: SocketAddr,
+    _dir: TempDir,
+    _shared: Shared,
+}
+
+impl PyServer {
+    /// Starts `script`; `what` names it and `needs` the pip package it
+    /// needs, for the message if it does not start.
+    // The child moves into `PyServer`, whose Drop waits for it.
+    #[allow(clippy::zombie_processes)]
+    pub fn start(script: &Path, what: &str, needs: &str) -> PyServer {
+        let shared = shared();
+        let dir = TempDir::new("pyserver");
+        let port_file = dir.path("port");
+        let err = dir.path("stderr");
+        let mut child = Command::new("python3")
+            .arg(script)
+            .arg("server")
+            .arg(&port_file)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(std::fs::File::create(&err).unwrap()))
+            .spawn()
+            .expect("run python3 (deploy/test.sh installs it)");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(port) = std::fs::read_to_string(&port_file)
+                .ok()
+                .and_then(|t| t.trim().parse::<u16>().ok())
+            {
+                return PyServer {
+                    child,
+                    addr: SocketAddr::from(([127, 0, 0, 1], port)),
+                    _dir: dir,
+                    _shared: shared,
+                };
+            }
+            let exited = child.try_wait().ok().flatten();
+            if exited.is_some() || Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "{what} did not start ({exited:?}); it needs `pip install {needs}` \
+                     (deploy/test.sh does):\n{}",
+                    std::fs::read_to_string(&err).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+}
+
+impl Drop for PyServer {
+    fn drop(&mut self) {
+        stop_child(&mut self.child, Duration::from_secs(2));
+    }
+}
