@@ -2,8 +2,9 @@
 //! target in origin-form and its `Host`, the forwarded fields
 //! (`X-Forwarded-For`, `X-Real-IP`, `X-Forwarded-Proto`), the request id
 //! sent both ways, an HTTP/2 client's cookies joined into one field, and
-//! the hop-by-hop fields of a server's response, a 204's length, and the
-//! chunked framing an HTTP/1.0 client cannot read.
+//! the hop-by-hop fields of a server's response, its `Content-Length`
+//! where a 204 has one or the server sent several, and the chunked
+//! framing an HTTP/1.0 client cannot read.
 //! Several of these run for every request, so they avoid the formatting
 //! machinery where a few bytes written by hand will do.
 
@@ -132,12 +133,22 @@ pub(super) fn add_forwarded(
     Ok(())
 }
 
-/// Removes a 204's `Content-Length`, which a server must not send (RFC
-/// 9110 §8.6): a 204 has no body whatever it says, and nginx removes it too.
-pub(super) fn strip_length_of_no_content(resp: &mut ResponseHeader) {
+/// A response's `Content-Length` as the client gets it, as nginx sends
+/// it: none on a 204, which must not have one (RFC 9110 §8.6), and one
+/// field where the server sent several (equal ones: Pingora refuses a
+/// response whose lengths differ), which some clients refuse.
+pub(super) fn normalize_length(resp: &mut ResponseHeader) -> Result<()> {
+    use http::header::CONTENT_LENGTH;
     if resp.status == http::StatusCode::NO_CONTENT {
-        resp.remove_header(&http::header::CONTENT_LENGTH);
+        resp.remove_header(&CONTENT_LENGTH);
+        return Ok(());
     }
+    let mut lengths = resp.headers.get_all(CONTENT_LENGTH).iter();
+    if let (Some(first), Some(_)) = (lengths.next(), lengths.next()) {
+        let first = first.clone();
+        resp.insert_header(CONTENT_LENGTH, first)?;
+    }
+    Ok(())
 }
 
 /// An HTTP/1.0 client does not know chunked encoding, and a server must

@@ -238,7 +238,7 @@ impl ProxyHttp for Fulcrum {
         }
         // After the lease has read the server's own `Connection`.
         headers::strip_hop_by_hop(resp);
-        headers::strip_length_of_no_content(resp);
+        headers::normalize_length(resp)?;
         let status = resp.status.as_u16();
         ctx.response_arrived(status);
         let Some(pool) = ctx.pool.clone() else {

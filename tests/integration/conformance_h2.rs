@@ -63,6 +63,12 @@ const DELIBERATE: &[Deliberate] = &[
         reason: "nginx 1.22 ends the connection (GOAWAY) on a request with trailers; fulcrum forwards the request and its body (without the trailers, which an HTTP/1.1 server may ignore, RFC 9110 6.5.1)" },
     Deliberate { case: "103 Early Hints before the answer", aspects: &["outcome"],
         reason: "nginx 1.22 forwards the 103 and then neither the final answer nor an end (the client times out); fulcrum does not forward an upstream's 1xx over HTTP/2 and answers with the final response" },
+    Deliberate { case: "a 101 to an HTTP/2 client", aspects: &["outcome"],
+        reason: "HTTP/2 has no 101 (RFC 9113 8.6): fulcrum resets the stream; nginx 1.22 passes the 101 on as a 1xx and then sends DATA with no final HEADERS, which the client's library rejects as a protocol error" },
+    Deliberate { case: "100 Continue before the answer", aspects: &["outcome"],
+        reason: "as the 103: nginx 1.22 forwards the 100 and then never the final answer; fulcrum answers with the final response" },
+    Deliberate { case: "a 20 KB Set-Cookie field", aspects: &["outcome"],
+        reason: "nginx refuses a response header larger than proxy_buffer_size (4-8 KB by default) with 502; fulcrum passes response headers up to Pingora's limits" },
     Deliberate { case: "upstream sends Proxy-Connection", aspects: &["fields to client"],
         reason: "nginx forwards an upstream's Proxy-Connection, which RFC 9110 7.6.1 and RFC 9113 8.2.2 say to remove, as fulcrum does" },
     Deliberate { case: "upstream sends Upgrade on a 200", aspects: &["fields to client"],
@@ -160,6 +166,13 @@ impl Case {
     fn trailers(mut self, fields: &[(&str, &str)]) -> Case {
         self.trailers = pairs(fields);
         self.ending = Ending::Trailers;
+        self
+    }
+
+    fn path(mut self, path: &str) -> Case {
+        if let Some(p) = self.headers.iter_mut().find(|(k, _)| k == ":path") {
+            p.1 = path.to_string();
+        }
         self
     }
 
@@ -287,6 +300,22 @@ fn corpus() -> Vec<Case> {
             &format!("HTTP/1.1 200 OK\r\nContent-Length: 65536\r\n\r\n{}", "b".repeat(65536)), false),
         request("HEAD answered with a Content-Length", "HEAD", &[])
             .answered("HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n", false),
+        request("HEAD answered chunked", "HEAD", &[])
+            .answered("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", false),
+        response("100 Continue before the answer",
+            "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", false),
+        response("two equal Content-Length fields",
+            "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nok", false),
+        response("a 20 KB Set-Cookie field",
+            &format!("HTTP/1.1 200 OK\r\nSet-Cookie: big={}\r\nContent-Length: 2\r\n\r\nok", "c".repeat(20_000)), false),
+        response("a chunked body in many small chunks",
+            &format!("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n{}0\r\n\r\n", "1\r\nz\r\n".repeat(500)), false),
+        response("gzip content coding passed through",
+            "HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nVary: Accept-Encoding\r\nContent-Length: 4\r\n\r\n\x1f\u{8b}\x08\x00", false),
+        response("a 101 to an HTTP/2 client",
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n", true),
+        request("an encoded NUL and slashes in the path", "GET", &[]).path("/h2/a%00b/%2e%2e/c"),
+        request("a 9 KB query string", "GET", &[]).path(&format!("/h2/q?{}", "k=v&".repeat(2250))),
     ]
 }
 
@@ -338,6 +367,9 @@ fn lines(mut fields: Vec<(String, String)>) -> String {
 }
 
 fn outcome(seen: &Value) -> String {
+    if let Some(e) = seen["protocol_error"].as_str() {
+        return format!("HTTP/2 broken by the proxy: {e}");
+    }
     if let Some(status) = seen["status"].as_u64() {
         if seen["reset"].is_null() && seen["goaway"].is_null() {
             return status.to_string();
@@ -435,14 +467,20 @@ fn side_by_side(
         n.is_some() && n != f
     };
     let (outcome, requests) = (differs("outcome"), differs("upstream requests"));
+    // Neither upstream got a request: what the client got is each proxy's
+    // own answer (its error page), compared by outcome only.
+    let own_answer = nginx
+        .iter()
+        .chain(&fulcrum)
+        .filter(|a| a.0 == "upstream requests")
+        .all(|a| a.1.is_empty());
     nginx
         .into_iter()
         .zip(fulcrum)
         .map(|((name, n), (_, f))| {
             let covered = match name {
-                "interim 1xx" | "fields to client" | "body to client" | "trailers to client" => {
-                    outcome
-                }
+                "fields to client" | "body to client" => outcome || own_answer,
+                "interim 1xx" | "trailers to client" => outcome,
                 "Host upstream" | "fields upstream" | "body upstream" => requests,
                 _ => false,
             };

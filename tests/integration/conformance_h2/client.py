@@ -20,7 +20,7 @@ normalisation by the library, so malformed requests can be sent.
 Output: {"interim": [status, ...], "status": N or null,
 "headers": [[name, value], ...], "body": "latin-1", "trailers": [...] or
 null, "reset": code or null, "goaway": code or null, "closed": bool,
-"timeout": bool}. Nothing here decides pass or fail: the Rust test does.
+"timeout": bool, "protocol_error": what the server broke, or null}. Nothing here decides pass or fail: the Rust test does.
 """
 
 import json
@@ -30,6 +30,7 @@ import sys
 import h2.config
 import h2.connection
 import h2.events
+import h2.exceptions
 
 TIMEOUT = 3.0
 
@@ -75,6 +76,7 @@ def main():
         "goaway": None,
         "closed": False,
         "timeout": False,
+        "protocol_error": None,
     }
     done = False
     try:
@@ -108,6 +110,9 @@ def main():
                 sock.sendall(pending)
     except socket.timeout:
         out["timeout"] = True
+    except h2.exceptions.ProtocolError as e:
+        # The server broke HTTP/2 (e.g. DATA before HEADERS).
+        out["protocol_error"] = str(e)
     except OSError:
         out["closed"] = True
     sock.close()
