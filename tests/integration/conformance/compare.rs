@@ -143,6 +143,8 @@ impl<'a> Ctx<'a> {
                 each(&|r| fields_where(&r.trailers, |_| true)),
             ),
             ("hop-by-hop to client", each(&|r| self.hop_to_client(r))),
+            // Framing fields are each proxy's own, but never duplicated.
+            ("Content-Length fields to client", each(&length_fields)),
             ("connection after", connection_after(&run.seen)),
             ("upstream requests", run.upstream.len().to_string()),
             ("upstream request line", join(up.iter().map(request_line))),
@@ -385,4 +387,17 @@ pub fn describe(run: &Run) -> String {
         }
     }
     s
+}
+
+/// "one or none", or how many `Content-Length` fields came.
+fn length_fields(r: &Resp) -> String {
+    match r
+        .fields
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+        .count()
+    {
+        0 | 1 => "one or none".into(),
+        n => format!("{n}"),
+    }
 }

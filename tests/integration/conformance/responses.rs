@@ -91,6 +91,11 @@ fn no_body() -> Vec<Case> {
     vec![
         response("204", "HTTP/1.1 204 No Content\r\nX-A: 1\r\n\r\n", KEEP),
         response(
+            "two equal Content-Length fields",
+            "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nok",
+            KEEP,
+        ),
+        response(
             "204 with a stray body",
             "HTTP/1.1 204 No Content\r\n\r\nstray bytes",
             KEEP,
