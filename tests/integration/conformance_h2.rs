@@ -51,6 +51,8 @@ const SERVED: &[&str] = &["outcome", "upstream requests"];
 const DELIBERATE: &[Deliberate] = &[
     Deliberate { case: "connection field in the request", aspects: REFUSAL,
         reason: "RFC 9113 8.2.2: a request with a connection-specific field is malformed; fulcrum (Pingora's h2 library) resets the stream, nginx drops the field and forwards the request" },
+    Deliberate { case: "transfer-encoding field in the request", aspects: REFUSAL,
+        reason: "as `connection`: RFC 9113 8.2.2 makes it malformed and fulcrum resets the stream; nginx drops it and forwards the body with a Content-Length (both leave nothing to smuggle)" },
     Deliberate { case: "pseudo-field after a regular field", aspects: REFUSAL,
         reason: "RFC 9113 8.3: a pseudo-field after a regular field makes the request malformed; fulcrum resets the stream, nginx forwards the request" },
     Deliberate { case: "Content-Length larger than the body", aspects: REFUSAL,
@@ -265,6 +267,20 @@ fn corpus() -> Vec<Case> {
         raw("no :path", without(":path")).malformed(),
         raw("no :method", without(":method")).malformed(),
         raw("empty :path", base("")).malformed(),
+        // Downgrade smuggling (HTTP/2 to HTTP/1.1): what the h1 request
+        // would carry if these were copied as they are.
+        request("transfer-encoding field in the request", "POST", &[("transfer-encoding", "chunked")])
+            .body(&["0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"], Data).malformed(),
+        request("CR LF in a field value", "GET", &[("x-a", "1\r\nX-Injected: 1")]).malformed(),
+        request("LF in a field value", "GET", &[("x-a", "1\nX-Injected: 1")]).malformed(),
+        request("a colon in a field name", "GET", &[("x-a:b", "1")]).malformed(),
+        request("a space in a field name", "GET", &[("x a", "1")]).malformed(),
+        request("CR LF in :path", "GET", &[]).path("/h2/x HTTP/1.1\r\nX-Injected: 1\r\nY: /").malformed(),
+        request("a space in :path", "GET", &[]).path("/h2/a b").malformed(),
+        raw("a space in :method", pairs(&[(":method", "GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\nGET"),
+            (":scheme", "http"), (":authority", HOST), (":path", "/h2/x")])).malformed(),
+        raw("CR LF in :authority", pairs(&[(":method", "GET"), (":scheme", "http"),
+            (":authority", "app.test\r\nX-Injected: 1"), (":path", "/h2/x")])).malformed(),
         raw("pseudo-field after a regular field", {
             let mut h = base("/h2/x");
             let path = h.remove(3);
