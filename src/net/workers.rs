@@ -145,8 +145,10 @@ async fn anchor_timers() {
     loop {
         tokio::time::sleep(ANCHOR_PERIOD).await;
         // The same wake-up closes idle upstream connections that expired
-        // or that their server closed.
+        // or that their server closed, and lets the allocator give back
+        // memory freed long enough ago.
         crate::net::upstream::connector::sweep_idle();
+        crate::lifecycle::allocator::collect();
     }
 }
 
