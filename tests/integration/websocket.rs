@@ -13,7 +13,7 @@ use std::time::Duration;
 #[test]
 fn a_websocket_echoes_through_fulcrum_and_closes_cleanly() {
     let script = repo_path("tests/integration/websocket/ws.py");
-    let server = PyServer::start(&script, "the websockets echo server", "websockets");
+    let server = PyServer::start(&script, &[], "the websockets echo server", "websockets");
     let f = Fulcrum::start(&format!(
         "access_log: off\n{}",
         one_pool("ws", "/chat", &[server.addr], "")

@@ -687,11 +687,12 @@ pub struct PyServer {
 }
 
 impl PyServer {
-    /// Starts `script`; `what` names it and `needs` the pip package it
-    /// needs, for the message if it does not start.
+    /// Starts `script` with `args` after the port file; `what` names it
+    /// and `needs` the pip package it needs, for the message if it does
+    /// not start.
     // The child moves into `PyServer`, whose Drop waits for it.
     #[allow(clippy::zombie_processes)]
-    pub fn start(script: &Path, what: &str, needs: &str) -> PyServer {
+    pub fn start(script: &Path, args: &[&str], what: &str, needs: &str) -> PyServer {
         let shared = shared();
         let dir = TempDir::new("pyserver");
         let port_file = dir.path("port");
@@ -700,6 +701,7 @@ impl PyServer {
             .arg(script)
             .arg("server")
             .arg(&port_file)
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::from(std::fs::File::create(&err).unwrap()))

@@ -62,7 +62,7 @@ class State:
             self.active -= 1
 
 
-def serve(port_file):
+def serve(port_file, max_age_ms=0):
     st = State()
 
     def wrap(name, f):
@@ -131,7 +131,17 @@ def serve(port_file):
         "Slow": uu(wrap("Slow", slow), request_deserializer=ident, response_serializer=ident),
         "Stats": uu(stats, request_deserializer=ident, response_serializer=ident),
     }
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=80), maximum_concurrent_rpcs=None)
+    options = []
+    if max_age_ms:
+        # The server retires each connection after this long (GOAWAY, then
+        # a grace period for calls in flight), as gRPC deployments do.
+        options = [
+            ("grpc.max_connection_age_ms", max_age_ms),
+            ("grpc.max_connection_age_grace_ms", 2000),
+        ]
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=80), maximum_concurrent_rpcs=None, options=options
+    )
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
@@ -303,7 +313,9 @@ def client(args):
 
 if __name__ == "__main__":
     if sys.argv[1] == "server":
-        serve(sys.argv[2])
+        # server PORT_FILE [--max-connection-age-ms N]
+        age = int(sys.argv[4]) if sys.argv[3:4] == ["--max-connection-age-ms"] else 0
+        serve(sys.argv[2], age)
     elif sys.argv[1] == "client":
         client(sys.argv[2:])
     else:
