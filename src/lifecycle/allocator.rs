@@ -47,7 +47,8 @@ pub fn tune() {
 /// Lets mimalloc give back what this thread freed more than the purge
 /// delay ago. It does so only when the thread allocates or frees, so
 /// after a burst an idle fulcrum would keep its peak memory for good
-/// (docs/measurements.md); each worker calls this once a second.
+/// (docs/measurements.md); each worker calls this once a second (with
+/// `work_stealing: true` there are no workers of fulcrum's, and no call).
 pub fn collect() {
     // SAFETY: collects the calling thread's heap; no arguments to misuse.
     unsafe { libmimalloc_sys::mi_collect(false) }
