@@ -48,6 +48,8 @@ class State:
         self.cancelled = 0
         self.cancelled_after = []
         self.forwarded_proto = set()
+        # The client connections calls came on (address and port).
+        self.peers = set()
 
     def enter(self, name, context):
         with self.lock:
@@ -56,6 +58,7 @@ class State:
             self.max_active = max(self.max_active, self.active)
             md = dict(context.invocation_metadata())
             self.forwarded_proto.add(md.get("x-forwarded-proto", "-"))
+            self.peers.add(context.peer())
 
     def leave(self):
         with self.lock:
@@ -117,6 +120,7 @@ def serve(port_file, max_age_ms=0):
                 "cancelled": st.cancelled,
                 "cancelled_after": st.cancelled_after,
                 "forwarded_proto": sorted(st.forwarded_proto),
+                "connections": len(st.peers),
             }
         return json.dumps(doc).encode()
 
