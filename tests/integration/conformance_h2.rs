@@ -25,22 +25,14 @@
 //! prints what both proxies did with them.
 
 use crate::common::{one_pool, repo_path, run_bounded, Fulcrum};
+use crate::conformance::differential::{in_lanes, only, report, Aspect, Deliberate, Outcome};
 use crate::conformance::nginx::Nginx;
 use crate::conformance::upstream::{default_reply, reply, Recorder, Script, UpRequest};
 use crate::conformance::wire::show;
 use serde_json::{json, Value};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
-use std::sync::{Arc, Mutex};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
-
-/// A difference that is meant to be: in `case`, these `aspects` differ,
-/// for `reason`.
-struct Deliberate {
-    case: &'static str,
-    aspects: &'static [&'static str],
-    reason: &'static str,
-}
 
 const REFUSAL: &[&str] = &["refused, nothing upstream"];
 const SERVED: &[&str] = &["outcome", "upstream requests"];
@@ -476,7 +468,7 @@ fn aspects(case: &Case, seen: &Value, up: &[UpRequest], lane: &str) -> Vec<(&'st
 fn side_by_side(
     nginx: Vec<(&'static str, String)>,
     fulcrum: Vec<(&'static str, String)>,
-) -> Vec<(&'static str, String, String)> {
+) -> Vec<Aspect> {
     let differs = |name: &str| {
         let n = nginx.iter().find(|a| a.0 == name);
         let f = fulcrum.iter().find(|a| a.0 == name);
@@ -500,10 +492,15 @@ fn side_by_side(
                 "Host upstream" | "fields upstream" | "body upstream" => requests,
                 _ => false,
             };
-            if covered {
-                (name, "(see above)".to_string(), "(see above)".to_string())
+            let (nginx, fulcrum) = if covered {
+                ("(see above)".to_string(), "(see above)".to_string())
             } else {
-                (name, n, f)
+                (n, f)
+            };
+            Aspect {
+                name,
+                nginx,
+                fulcrum,
             }
         })
         .collect()
@@ -555,119 +552,27 @@ impl Proxies {
     }
 }
 
-struct Outcome {
-    name: &'static str,
-    /// (aspect, nginx, fulcrum)
-    aspects: Vec<(&'static str, String, String)>,
-}
-
-fn only() -> Option<String> {
-    std::env::var("CONFORMANCE_ONLY")
-        .ok()
-        .filter(|s| !s.is_empty())
-}
-
+/// Runs every case, `WORKERS` at a time; worker `w` sends from
+/// 127.0.3.w to nginx and from 127.0.4.w to fulcrum.
 fn run_all(p: &Proxies, cases: &[Case]) -> Vec<Outcome> {
-    let next = AtomicUsize::new(0);
-    let out: Mutex<Vec<Option<Outcome>>> = Mutex::new((0..cases.len()).map(|_| None).collect());
-    std::thread::scope(|s| {
-        for w in 0..WORKERS {
-            let (next, out) = (&next, &out);
-            s.spawn(move || {
-                let w = u8::try_from(w + 1).unwrap();
-                let nginx_lane = IpAddr::V4(Ipv4Addr::new(127, 0, 3, w));
-                let fulcrum_lane = IpAddr::V4(Ipv4Addr::new(127, 0, 4, w));
-                loop {
-                    let i = next.fetch_add(1, SeqCst);
-                    let Some(case) = cases.get(i) else { return };
-                    let (a, a_up) = p.run(case, p.nginx.addr, nginx_lane);
-                    let (b, b_up) = p.run(case, p.fulcrum_addr, fulcrum_lane);
-                    if only().is_some() {
-                        println!(
-                            "=== {}\nnginx: {a}\n  upstream: {a_up:?}\nfulcrum: {b}\n  upstream: {b_up:?}",
-                            case.name
-                        );
-                    }
-                    let aspects = side_by_side(
-                        aspects(case, &a, &a_up, &nginx_lane.to_string()),
-                        aspects(case, &b, &b_up, &fulcrum_lane.to_string()),
-                    );
-                    out.lock().unwrap()[i] = Some(Outcome {
-                        name: case.name,
-                        aspects,
-                    });
-                }
-            });
+    in_lanes(cases, WORKERS, (3, 4), |case, nginx_lane, fulcrum_lane| {
+        let (a, a_up) = p.run(case, p.nginx.addr, nginx_lane);
+        let (b, b_up) = p.run(case, p.fulcrum_addr, fulcrum_lane);
+        if only().is_some() {
+            println!(
+                "=== {}\nnginx: {a}\n  upstream: {a_up:?}\nfulcrum: {b}\n  upstream: {b_up:?}",
+                case.name
+            );
         }
-    });
-    out.into_inner()
-        .unwrap()
-        .into_iter()
-        .map(Option::unwrap)
-        .collect()
-}
-
-fn deliberate(case: &str, aspect: &str) -> Option<&'static Deliberate> {
-    DELIBERATE
-        .iter()
-        .find(|d| d.case == case && d.aspects.contains(&aspect))
-}
-
-/// Prints the cases and their differences; returns the unexplained ones
-/// and the listed ones that did not occur.
-fn report(outcomes: &[Outcome]) -> Vec<String> {
-    let mut failures = vec![];
-    let mut details = vec![];
-    println!("\n{:<64} verdict", "case");
-    for o in outcomes {
-        let diffs: Vec<_> = o.aspects.iter().filter(|(_, n, f)| n != f).collect();
-        let unexplained = diffs
-            .iter()
-            .filter(|(a, _, _)| deliberate(o.name, a).is_none())
-            .count();
-        let verdict = match (diffs.len(), unexplained) {
-            (0, _) => "agree".to_string(),
-            (_, 0) => "differ (deliberate)".to_string(),
-            (n, u) => format!("DIFFER ({u} unexplained of {n})"),
-        };
-        println!("{:<64} {verdict}", o.name);
-        for (aspect, n, f) in diffs {
-            let why = deliberate(o.name, aspect);
-            details.push(format!(
-                "{} / {aspect}{}\n    nginx:   {n}\n    fulcrum: {f}",
-                o.name,
-                why.map_or(String::new(), |d| format!(" (deliberate: {})", d.reason)),
-            ));
-            if why.is_none() {
-                failures.push(format!("{} / {aspect}", o.name));
-            }
+        Outcome {
+            name: case.name.to_string(),
+            kind: String::new(),
+            aspects: side_by_side(
+                aspects(case, &a, &a_up, &nginx_lane.to_string()),
+                aspects(case, &b, &b_up, &fulcrum_lane.to_string()),
+            ),
         }
-    }
-    for d in DELIBERATE {
-        let Some(o) = outcomes.iter().find(|o| o.name == d.case) else {
-            if only().is_none() {
-                failures.push(format!("deliberate entry names no case: {}", d.case));
-            }
-            continue;
-        };
-        for aspect in d.aspects {
-            match o.aspects.iter().find(|(a, _, _)| a == aspect) {
-                None => failures.push(format!("deliberate entry names no aspect: {} / {aspect}", d.case)),
-                Some((_, n, f)) if n == f => failures.push(format!(
-                    "{} / {aspect}: listed as deliberate, but both give {n:?} (fulcrum should differ: {})",
-                    d.case, d.reason
-                )),
-                Some(_) => {}
-            }
-        }
-    }
-    if !details.is_empty() {
-        println!("\nDifferences:");
-        for d in &details {
-            println!("{d}");
-        }
-    }
-    failures
+    })
 }
 
 #[test]
@@ -682,7 +587,7 @@ fn nginx_and_fulcrum_agree_on_http2_requests_to_an_http1_upstream() {
         cases.retain(|c| c.name.contains(&text));
     }
     let outcomes = run_all(&p, &cases);
-    let failures = report(&outcomes);
+    let failures = report(&outcomes, DELIBERATE);
     let orphans = p.recorder.orphans();
     assert!(
         orphans.is_empty(),

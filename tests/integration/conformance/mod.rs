@@ -36,30 +36,22 @@
 mod case;
 mod client;
 mod compare;
+pub(crate) mod differential;
 pub(crate) mod nginx;
 mod requests;
 mod responses;
 pub(crate) mod upstream;
 pub(crate) mod wire;
 
-use self::case::{Case, Kind};
+use self::case::Case;
 use self::client::Seen;
 use self::compare::{compare, describe, Aspect, Run};
+use self::differential::{in_lanes, only, report, Deliberate, Outcome};
 use self::nginx::Nginx;
 use self::upstream::Recorder;
 use crate::common::{one_pool, Fulcrum};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
-use std::sync::Mutex;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
-
-/// A difference that is meant to be: in `case`, these `aspects` differ,
-/// for `reason`.
-struct Deliberate {
-    case: &'static str,
-    aspects: &'static [&'static str],
-    reason: &'static str,
-}
 
 const HOP_UP: &[&str] = &["hop-by-hop to upstream"];
 const HOP_DOWN: &[&str] = &["hop-by-hop to client"];
@@ -174,153 +166,26 @@ fn fulcrum_config(upstream: SocketAddr) -> String {
     )
 }
 
-/// The outcome of one case.
-struct Outcome {
-    name: String,
-    kind: Kind,
-    aspects: Vec<Aspect>,
-}
-
-/// `CONFORMANCE_ONLY=text` runs only the cases whose name contains `text`
-/// and prints everything both proxies did with them.
-fn only() -> Option<String> {
-    std::env::var("CONFORMANCE_ONLY")
-        .ok()
-        .filter(|s| !s.is_empty())
-}
-
 /// Runs every case, `WORKERS` at a time; worker `w` sends from
 /// 127.0.1.w to nginx and from 127.0.2.w to fulcrum.
 fn run_all(p: &Proxies, cases: &[Case]) -> Vec<Outcome> {
-    let next = AtomicUsize::new(0);
-    let out: Mutex<Vec<Option<Outcome>>> = Mutex::new((0..cases.len()).map(|_| None).collect());
-    std::thread::scope(|s| {
-        for w in 0..WORKERS {
-            let (next, out) = (&next, &out);
-            s.spawn(move || {
-                let w = u8::try_from(w + 1).unwrap();
-                let nginx_lane = IpAddr::V4(Ipv4Addr::new(127, 0, 1, w));
-                let fulcrum_lane = IpAddr::V4(Ipv4Addr::new(127, 0, 2, w));
-                loop {
-                    let i = next.fetch_add(1, SeqCst);
-                    let Some(case) = cases.get(i) else { return };
-                    let a = p.run(case, p.nginx.addr, nginx_lane);
-                    let b = p.run(case, p.fulcrum.addr, fulcrum_lane);
-                    if only().is_some() {
-                        println!(
-                            "=== {}\nnginx:\n{}fulcrum:\n{}",
-                            case.name,
-                            describe(&a),
-                            describe(&b)
-                        );
-                    }
-                    out.lock().unwrap()[i] = Some(Outcome {
-                        name: case.name.clone(),
-                        kind: case.kind,
-                        aspects: compare(case, &a, &b),
-                    });
-                }
-            });
+    in_lanes(cases, WORKERS, (1, 2), |case, nginx_lane, fulcrum_lane| {
+        let a = p.run(case, p.nginx.addr, nginx_lane);
+        let b = p.run(case, p.fulcrum.addr, fulcrum_lane);
+        if only().is_some() {
+            println!(
+                "=== {}\nnginx:\n{}fulcrum:\n{}",
+                case.name,
+                describe(&a),
+                describe(&b)
+            );
         }
-    });
-    out.into_inner()
-        .unwrap()
-        .into_iter()
-        .map(Option::unwrap)
-        .collect()
-}
-
-fn deliberate(case: &str, aspect: &str) -> Option<&'static Deliberate> {
-    DELIBERATE
-        .iter()
-        .find(|d| d.case == case && d.aspects.contains(&aspect))
-}
-
-/// Shortens a value for the report.
-fn clip(s: &str) -> String {
-    const MAX: usize = 160;
-    if s.chars().count() <= MAX {
-        s.to_string()
-    } else {
-        format!(
-            "{}... ({} chars)",
-            s.chars().take(MAX).collect::<String>(),
-            s.chars().count()
-        )
-    }
-}
-
-/// Prints the table of cases and the differences; returns the failures.
-fn report(outcomes: &[Outcome]) -> Vec<String> {
-    let mut failures = vec![];
-    let mut details = vec![];
-    println!("\n{:<70} {:<9} verdict", "case", "kind");
-    for o in outcomes {
-        let diffs: Vec<&Aspect> = o.aspects.iter().filter(|a| a.differs()).collect();
-        let unexplained = diffs
-            .iter()
-            .filter(|a| deliberate(&o.name, a.name).is_none())
-            .count();
-        let verdict = match (diffs.len(), unexplained) {
-            (0, _) => "agree".to_string(),
-            (_, 0) => "differ (deliberate)".to_string(),
-            (n, u) => format!("DIFFER ({u} unexplained of {n})"),
-        };
-        println!(
-            "{:<70} {:<9} {verdict}",
-            clip(&o.name),
-            format!("{:?}", o.kind)
-        );
-        for a in diffs {
-            let why = deliberate(&o.name, a.name);
-            details.push(format!(
-                "{} / {}{}\n    nginx:   {}\n    fulcrum: {}",
-                o.name,
-                a.name,
-                why.map_or(String::new(), |d| format!(" (deliberate: {})", d.reason)),
-                clip(&a.nginx),
-                clip(&a.fulcrum)
-            ));
-            if why.is_none() {
-                failures.push(format!("{} / {}", o.name, a.name));
-            }
+        Outcome {
+            name: case.name.clone(),
+            kind: format!("{:?}", case.kind),
+            aspects: compare(case, &a, &b),
         }
-    }
-    failures.extend(stale_entries(outcomes));
-    if !details.is_empty() {
-        println!("\nDifferences:");
-        for d in &details {
-            println!("{d}");
-        }
-    }
-    failures
-}
-
-/// Entries of [`DELIBERATE`] that name no case or aspect, or whose
-/// difference did not occur (fulcrum then lacks the listed behaviour).
-fn stale_entries(outcomes: &[Outcome]) -> Vec<String> {
-    let mut out = vec![];
-    for d in DELIBERATE {
-        let Some(o) = outcomes.iter().find(|o| o.name == d.case) else {
-            if only().is_none() {
-                out.push(format!("deliberate entry names no case: {}", d.case));
-            }
-            continue;
-        };
-        for aspect in d.aspects {
-            match o.aspects.iter().find(|a| a.name == *aspect) {
-                None => out.push(format!("deliberate entry names no aspect: {} / {aspect}", d.case)),
-                Some(a) if !a.differs() => out.push(format!(
-                    "{} / {aspect}: listed as deliberate, but both give {:?} (fulcrum should differ: {})",
-                    d.case,
-                    clip(&a.nginx),
-                    d.reason
-                )),
-                Some(_) => {}
-            }
-        }
-    }
-    out
+    })
 }
 
 #[test]
@@ -340,7 +205,7 @@ fn nginx_and_fulcrum_agree_on_the_corpus() {
         cases.retain(|c| c.name.contains(&text));
     }
     let outcomes = run_all(&p, &cases);
-    let failures = report(&outcomes);
+    let failures = report(&outcomes, DELIBERATE);
     let orphans = p.recorder.orphans();
     println!(
         "\n{n_requests} request cases, {n_responses} response cases, {} differing, {} unexplained; {} requests reached no lane; {:.1} s",
