@@ -25,6 +25,7 @@
 //! prints what both proxies did with them.
 
 use crate::common::{one_pool, repo_path, run_bounded, Fulcrum};
+use crate::conformance::case::slug;
 use crate::conformance::differential::{in_lanes, only, report, Aspect, Deliberate, Outcome};
 use crate::conformance::nginx::Nginx;
 use crate::conformance::upstream::{default_reply, reply, Recorder, Script, UpRequest};
@@ -181,12 +182,6 @@ impl Case {
         self.script = Arc::new(move |_: &UpRequest| r.clone());
         self
     }
-}
-
-fn slug(name: &str) -> String {
-    name.chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-        .collect()
 }
 
 /// A GET answered with the raw `bytes`.

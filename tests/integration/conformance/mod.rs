@@ -33,7 +33,7 @@
 //! `CONFORMANCE_ONLY=text` runs the cases whose name contains `text` and
 //! prints all that the client and the upstream saw in each.
 
-mod case;
+pub(crate) mod case;
 mod client;
 mod compare;
 pub(crate) mod differential;
