@@ -49,12 +49,23 @@ impl Drop for TempDir {
 }
 
 /// A loopback port that was free a moment ago.
+///
+/// Never the same port twice in one test run: once released, the kernel
+/// may hand the port to the next bind(0) again, and two listen entries of
+/// one config (or two tests) then ask for the same address.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if GIVEN.lock().unwrap().insert(port) {
+            return port;
+        }
+    }
 }
 
 /// Sends SIGTERM, waits up to `grace`, then SIGKILLs.
