@@ -193,19 +193,26 @@ const INTERVAL: Duration = Duration::from_secs(1);
 fn srv_pool_follows_dns_under_load_and_survives_the_dns_server_stopping() {
     // a, c on 127.0.0.1; b on 127.0.0.2 and, later, b2 on 127.0.0.4 with
     // b's port (the same SRV record, another address); e a backup.
-    let b = Backends::start_with(
-        &[],
-        &[
-            ("a", "127.0.0.1:0"),
-            ("b", "127.0.0.2:0"),
-            ("c", "127.0.0.1:0"),
-            ("e", "127.0.0.1:0"),
-        ],
-        &["--threads", "2"],
-    );
+    // b's port may be taken on 127.0.0.4 by another test's socket: then
+    // start over with other ports.
+    let (b, b2s) = (0..5)
+        .find_map(|_| {
+            let b = Backends::start_with(
+                &[],
+                &[
+                    ("a", "127.0.0.1:0"),
+                    ("b", "127.0.0.2:0"),
+                    ("c", "127.0.0.1:0"),
+                    ("e", "127.0.0.1:0"),
+                ],
+                &["--threads", "2"],
+            );
+            let b2_listen = format!("127.0.0.4:{}", b.addr("b").port());
+            let b2s = Backends::try_start_with(&[], &[("b2", b2_listen.as_str())], &[])?;
+            Some((b, b2s))
+        })
+        .expect("b2 on 127.0.0.4 with b's port, in five tries");
     let (a, bb, c, e) = (b.addr("a"), b.addr("b"), b.addr("c"), b.addr("e"));
-    let b2_listen = format!("127.0.0.4:{}", bb.port());
-    let b2s = Backends::start_with(&[], &[("b2", b2_listen.as_str())], &[]);
     let b2 = b2s.addr("b2");
     let srv = |target: &str, port: u16, prio: u16, weight: u16| {
         format!("srv-host=_users._tcp.fulcrum.test,{target}.fulcrum.test,{port},{prio},{weight}\n")

@@ -119,9 +119,19 @@ impl Backends {
     /// Starts one process serving each `(name, addr)` of `listen`, run
     /// through `wrapper` (e.g. `ip netns exec NS`, which execs, so the pid
     /// stays the backend's).
+    pub fn start_with(wrapper: &[&str], listen: &[(&str, &str)], extra: &[&str]) -> Backends {
+        Backends::try_start_with(wrapper, listen, extra).expect("demo backend did not start")
+    }
+
+    /// [`Backends::start_with`], or None when the backend does not start
+    /// (e.g. an address is taken).
     // The child moves into `Backends`, whose Drop waits for it.
     #[allow(clippy::zombie_processes)]
-    pub fn start_with(wrapper: &[&str], listen: &[(&str, &str)], extra: &[&str]) -> Backends {
+    pub fn try_start_with(
+        wrapper: &[&str],
+        listen: &[(&str, &str)],
+        extra: &[&str],
+    ) -> Option<Backends> {
         let shared = shared();
         let names: Vec<&str> = listen.iter().map(|(n, _)| *n).collect();
         let dir = TempDir::new("backends");
@@ -149,18 +159,19 @@ impl Backends {
                     .map(|(n, a)| (n.to_string(), a.parse().unwrap()))
                     .collect();
                 if addrs.len() == names.len() {
-                    return Backends {
+                    return Some(Backends {
                         child,
                         addrs,
                         _dir: dir,
                         _shared: shared,
-                    };
+                    });
                 }
             }
-            if Instant::now() >= deadline {
+            let exited = child.try_wait().ok().flatten().is_some();
+            if exited || Instant::now() >= deadline {
                 let _ = child.kill();
                 let _ = child.wait();
-                panic!("demo backend did not start");
+                return None;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
