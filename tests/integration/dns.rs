@@ -386,10 +386,17 @@ fn srv_pool_follows_dns_under_load_and_survives_the_dns_server_stopping() {
 
 #[test]
 fn resolve_follows_a_records_and_a_reload_replaces_the_resolver() {
-    let b = Backends::start_with(&[], &[("x", "127.0.0.2:0")], &[]);
+    // x's port may be taken on 127.0.0.3 by another test's socket: then
+    // start over with another port.
+    let (b, ys) = (0..5)
+        .find_map(|_| {
+            let b = Backends::start_with(&[], &[("x", "127.0.0.2:0")], &[]);
+            let y_listen = format!("127.0.0.3:{}", b.addr("x").port());
+            let ys = Backends::try_start_with(&[], &[("y", y_listen.as_str())], &[])?;
+            Some((b, ys))
+        })
+        .expect("y on 127.0.0.3 with x's port, in five tries");
     let x = b.addr("x");
-    let y_listen = format!("127.0.0.3:{}", x.port());
-    let ys = Backends::start_with(&[], &[("y", y_listen.as_str())], &[]);
     let y = ys.addr("y");
     let one = Dnsmasq::start("", "127.0.0.2 svc.fulcrum.test\n");
     let two = Dnsmasq::start("", "127.0.0.3 svc.fulcrum.test\n");
